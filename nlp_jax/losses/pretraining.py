@@ -1,0 +1,36 @@
+"""Pretraining losses of BERT: masked language modelling and next-sentence prediction."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from nlp_jax.losses.registry import register
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example negative log-likelihood. logits: [..., classes] float, labels: [...] int."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+
+
+@register("mlm")
+def masked_lm_loss(outputs, batch):
+    """Mean cross-entropy over the real masked positions (masked_lm_weights = 1), as in BERT.
+
+    outputs['masked_lm_logits']: [batch, n_predictions, vocab]; batch['masked_lm_ids'],
+    batch['masked_lm_weights']: [batch, n_predictions]."""
+    logits = outputs["masked_lm_logits"]
+    ids, weights = batch["masked_lm_ids"], batch["masked_lm_weights"].astype(jnp.float32)
+    denom = jnp.maximum(weights.sum(), 1e-5)
+    loss = (cross_entropy(logits, ids) * weights).sum() / denom
+    correct = (jnp.argmax(logits, -1) == ids).astype(jnp.float32)
+    return loss, {"masked_lm_accuracy": (correct * weights).sum() / denom}
+
+
+@register("nsp")
+def next_sentence_loss(outputs, batch):
+    """Mean cross-entropy of IsNext (0) / NotNext (1). logits: [batch, 2]; labels: [batch]."""
+    logits, labels = outputs["next_sentence_logits"], batch["next_sentence_labels"]
+    loss = cross_entropy(logits, labels).mean()
+    accuracy = (jnp.argmax(logits, -1) == labels).astype(jnp.float32).mean()
+    return loss, {"next_sentence_accuracy": accuracy}

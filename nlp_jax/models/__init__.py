@@ -1,0 +1,4 @@
+"""Flax NNX models."""
+from nlp_jax.models.bert import PRESETS, BertConfig, BertEncoder, BertForPreTraining
+
+__all__ = ["PRESETS", "BertConfig", "BertEncoder", "BertForPreTraining"]

@@ -1,0 +1,209 @@
+"""BERT (Devlin et al., 2018) in Flax NNX: the encoder and its pretraining heads.
+
+Post-LayerNorm Transformer layers exactly as in the original BERT, so published checkpoints load
+unchanged. Every parameter carries logical axis names (`embed`, `heads`, `kv`, `mlp`, `vocab`,
+`norm`); `nlp_jax.parallel` maps them to mesh axes, which makes data, FSDP and tensor parallelism
+a config change. Parameters are float32; `dtype` sets the compute dtype (bfloat16 on accelerators).
+
+Dropout takes an explicit key (`dropout_rng`), so the model holds no RNG state and a train step
+stays a pure function of (params, batch, key); `dropout_rng=None` means evaluation.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Preset sizes (name -> layers, hidden, heads); intermediate size is 4x hidden as in BERT.
+PRESETS = {
+    "tiny": (2, 128, 2),
+    "mini": (4, 256, 4),
+    "small": (4, 512, 8),
+    "medium": (8, 512, 8),
+    "base": (12, 768, 12),
+    "large": (24, 1024, 16),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    dropout_rate: float = 0.1            # hidden dropout (embeddings, attention output, feed-forward)
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    dtype: str = "float32"               # compute dtype; parameters stay float32
+    remat: bool = False                  # recompute each layer's activations in the backward pass
+    attention_impl: str | None = None    # jax.nn.dot_product_attention implementation (None: best)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "BertConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown model size {name!r}: choose one of {', '.join(PRESETS)}")
+        layers, hidden, heads = PRESETS[name]
+        fields = dict(num_layers=layers, hidden_size=hidden, num_heads=heads)
+        fields.update(overrides)
+        fields.setdefault("intermediate_size", 4 * fields["hidden_size"])
+        return cls(**fields)
+
+
+# Logical axis names are metadata only (eager_sharding=False): placement is decided once, by
+# nlp_jax.parallel, when the train state is created under jit with explicit out_shardings.
+def _init(cfg: BertConfig, names: tuple):
+    return nnx.with_partitioning(nnx.initializers.truncated_normal(cfg.initializer_range), names,
+                                 eager_sharding=False)
+
+
+def _zeros(names: tuple):
+    return nnx.with_partitioning(nnx.initializers.zeros_init(), names, eager_sharding=False)
+
+
+def _layer_norm(cfg: BertConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps, dtype=cfg.dtype,
+                         use_fast_variance=False,
+                         scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("norm",),
+                                                          eager_sharding=False),
+                         bias_init=_zeros(("norm",)), rngs=rngs)
+
+
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+    """Inverted dropout; identity when `rng` is None (evaluation) or `rate` is 0."""
+    if rng is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+class Embeddings(nnx.Module):
+    """Token + segment + position embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        emb = lambda n, names: nnx.Embed(n, cfg.hidden_size, dtype=cfg.dtype,
+                                         embedding_init=_init(cfg, names), rngs=rngs)
+        self.word_embeddings = emb(cfg.vocab_size, ("vocab", "embed"))
+        self.position_embeddings = emb(cfg.max_position_embeddings, (None, "embed"))
+        self.token_type_embeddings = emb(cfg.type_vocab_size, (None, "embed"))
+        self.layer_norm = _layer_norm(cfg, rngs)
+
+    def __call__(self, input_ids, token_type_ids, dropout_rng=None):
+        seq_len = input_ids.shape[1]
+        x = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+             + self.position_embeddings.embedding[:seq_len].astype(self.cfg.dtype)[None])
+        return dropout(self.layer_norm(x), self.cfg.dropout_rate, dropout_rng)
+
+
+class Layer(nnx.Module):
+    """One post-LN Transformer layer: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+
+    def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        n, d = cfg.num_heads, cfg.hidden_size // cfg.num_heads
+        # Fused query/key/value projection: one [hidden, 3, heads, head_dim] matmul instead of three.
+        self.qkv = nnx.LinearGeneral(cfg.hidden_size, (3, n, d), dtype=cfg.dtype,
+                                     kernel_init=_init(cfg, ("embed", None, "heads", "kv")),
+                                     bias_init=_zeros((None, "heads", "kv")), rngs=rngs)
+        self.attention_output = nnx.LinearGeneral((n, d), cfg.hidden_size, axis=(-2, -1),
+                                                  dtype=cfg.dtype,
+                                                  kernel_init=_init(cfg, ("heads", "kv", "embed")),
+                                                  bias_init=_zeros(("embed",)), rngs=rngs)
+        self.attention_layer_norm = _layer_norm(cfg, rngs)
+        self.intermediate = nnx.Linear(cfg.hidden_size, cfg.intermediate_size, dtype=cfg.dtype,
+                                       kernel_init=_init(cfg, ("embed", "mlp")),
+                                       bias_init=_zeros(("mlp",)), rngs=rngs)
+        self.output = nnx.Linear(cfg.intermediate_size, cfg.hidden_size, dtype=cfg.dtype,
+                                 kernel_init=_init(cfg, ("mlp", "embed")),
+                                 bias_init=_zeros(("embed",)), rngs=rngs)
+        self.output_layer_norm = _layer_norm(cfg, rngs)
+
+    def __call__(self, x, mask, dropout_rng=None):
+        """x: [batch, seq, hidden]; mask: [batch, 1, seq, seq] bool (True = may attend)."""
+        rngs = (None,) * 2 if dropout_rng is None else tuple(jax.random.split(dropout_rng))
+        q, k, v = jnp.unstack(self.qkv(x), axis=2)                       # each [batch, seq, heads, head_dim]
+        attn = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.cfg.attention_impl)
+        x = self.attention_layer_norm(x + dropout(self.attention_output(attn), self.cfg.dropout_rate, rngs[0]))
+        # BERT uses the exact (erf) GELU.
+        h = self.output(jax.nn.gelu(self.intermediate(x), approximate=False))
+        return self.output_layer_norm(x + dropout(h, self.cfg.dropout_rate, rngs[1]))
+
+
+class BertEncoder(nnx.Module):
+    """Embeddings, the layer stack and the pooler ([CLS] -> dense -> tanh)."""
+
+    def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg, rngs)
+        self.layers = nnx.List([Layer(cfg, rngs) for _ in range(cfg.num_layers)])
+        self.pooler = nnx.Linear(cfg.hidden_size, cfg.hidden_size, dtype=cfg.dtype,
+                                 kernel_init=_init(cfg, ("embed", "embed_out")),
+                                 bias_init=_zeros(("embed_out",)), rngs=rngs)
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *, dropout_rng=None):
+        """input_ids, token_type_ids, attention_mask: [batch, seq] ints.
+
+        Returns {'sequence_output': [batch, seq, hidden], 'pooled_output': [batch, hidden]}.
+        """
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        keys = [None] * (self.cfg.num_layers + 1)
+        if dropout_rng is not None:
+            keys = list(jax.random.split(dropout_rng, self.cfg.num_layers + 1))
+        x = self.embeddings(input_ids, token_type_ids, keys[0])
+        # Keys only: padded queries still attend (to real tokens), so no row is fully masked.
+        mask = (attention_mask > 0)[:, None, None, :]
+        for layer, key in zip(self.layers, keys[1:]):
+            if self.cfg.remat:
+                x = nnx.remat(lambda lyr, h, k: lyr(h, mask, k))(layer, x, key)
+            else:
+                x = layer(x, mask, key)
+        pooled = jnp.tanh(self.pooler(x[:, 0]))
+        return {"sequence_output": x, "pooled_output": pooled}
+
+
+def gather_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
+    """x: [batch, seq, hidden], positions: [batch, n] -> [batch, n, hidden]."""
+    return jnp.take_along_axis(x, positions[..., None], axis=1)
+
+
+class BertForPreTraining(nnx.Module):
+    """BERT with the masked-LM head (tied to the word embeddings) and the next-sentence head."""
+
+    input_keys = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions")
+
+    def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.bert = BertEncoder(cfg, rngs)
+        self.mlm_transform = nnx.Linear(cfg.hidden_size, cfg.hidden_size, dtype=cfg.dtype,
+                                        kernel_init=_init(cfg, ("embed", "embed_out")),
+                                        bias_init=_zeros(("embed_out",)), rngs=rngs)
+        self.mlm_layer_norm = _layer_norm(cfg, rngs)
+        self.mlm_bias = nnx.Param(jnp.zeros((cfg.vocab_size,)), out_sharding=("vocab",),
+                                  eager_sharding=False)
+        self.next_sentence = nnx.Linear(cfg.hidden_size, 2, dtype=cfg.dtype,
+                                        kernel_init=_init(cfg, ("embed", None)),
+                                        bias_init=_zeros((None,)), rngs=rngs)
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+                 masked_lm_positions=None, *, dropout_rng=None):
+        """Returns the encoder outputs plus
+        'masked_lm_logits' [batch, n_predictions, vocab] (float32; only at masked_lm_positions, the
+        ~15% of tokens the loss needs, which saves most of the vocabulary matmul) and
+        'next_sentence_logits' [batch, 2] (float32)."""
+        out = self.bert(input_ids, token_type_ids, attention_mask, dropout_rng=dropout_rng)
+        x = out["sequence_output"]
+        if masked_lm_positions is not None:
+            x = gather_positions(x, masked_lm_positions)
+        h = self.mlm_layer_norm(jax.nn.gelu(self.mlm_transform(x), approximate=False))
+        logits = self.bert.embeddings.word_embeddings.attend(h).astype(jnp.float32)
+        out["masked_lm_logits"] = logits + self.mlm_bias[...]
+        out["next_sentence_logits"] = self.next_sentence(out["pooled_output"]).astype(jnp.float32)
+        return out

@@ -1,0 +1,110 @@
+"""The train state and the jitted train/eval steps.
+
+The state is a plain dict of arrays, so Orbax saves it as it is and the step is a pure function:
+
+    state = {"step": int32[], "params": {...}, "opt_state": optax state, "rng": uint32[2]}
+
+The model's graph definition is split off once (`nnx.split`); inside the jitted step the params
+are merged back (`nnx.merge`) and differentiated as a plain pytree. Dropout keys come from
+`fold_in(rng, step)`, so a resumed run draws exactly the masks an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from nlp_jax import parallel
+
+
+@dataclasses.dataclass
+class Steps:
+    """Everything the loop needs to run a model: shardings, and the jitted functions."""
+    graphdef: Any
+    state_shardings: dict
+    abstract_state: dict          # ShapeDtypeStructs with shardings, the target for restoring
+    init: Callable                # () -> state
+    train: Callable               # (state, batch) -> (state, metrics)
+    evaluate: Callable            # (params, batch) -> metrics
+
+
+def model_inputs(model, batch: dict) -> dict:
+    """The batch entries the model's __call__ takes (its `input_keys`)."""
+    return {k: batch[k] for k in model.input_keys if k in batch}
+
+
+def make_steps(make_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
+               loss_fn: Callable, mesh, rules: dict, *, seed: int, grad_accum_steps: int = 1,
+               schedule: Callable | None = None) -> Steps:
+    """Builds the sharded, jitted init/train/eval functions.
+
+    make_model(rngs) builds the model; loss_fn(outputs, batch) -> (loss, metrics)."""
+    abstract_model = nnx.eval_shape(lambda: make_model(nnx.Rngs(0)))
+    graphdef, abstract_params = nnx.split(abstract_model)
+    param_sh = parallel.param_shardings(abstract_params, mesh, rules)
+    repl = parallel.replicated(mesh)
+
+    def init_fn():
+        param_key, dropout_key = jax.random.split(jax.random.key(seed))
+        params = nnx.to_pure_dict(nnx.state(make_model(nnx.Rngs(params=param_key))))
+        return {"step": jnp.zeros((), jnp.int32), "params": params,
+                "opt_state": tx.init(params), "rng": jax.random.key_data(dropout_key)}
+
+    shapes = jax.eval_shape(init_fn)
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, shapes["opt_state"], param_sh,
+                                   transform_non_params=lambda _: repl)
+    state_sh = {"step": repl, "params": param_sh, "opt_state": opt_sh, "rng": repl}
+    abstract_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                  shapes, state_sh)
+    # Initialise directly into the sharded layout: a large model never sits on one device.
+    init = jax.jit(init_fn, out_shardings=state_sh)
+
+    def loss_and_grads(params, batch, rng):
+        def loss_of(p):
+            model = nnx.merge(graphdef, p)
+            return loss_fn(model(**model_inputs(model, batch), dropout_rng=rng), batch)
+        return jax.value_and_grad(loss_of, has_aux=True)(params)
+
+    def train_fn(state, batch):
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+        if grad_accum_steps == 1:
+            (_, metrics), grads = loss_and_grads(state["params"], batch, rng)
+        else:
+            # Micro-batches in sequence; gradients and metrics are averaged over them.
+            micro = jax.tree.map(
+                lambda x: x.reshape(grad_accum_steps, x.shape[0] // grad_accum_steps, *x.shape[1:]),
+                batch)
+
+            def body(carry, xs):
+                i, mb = xs
+                (_, m), g = loss_and_grads(state["params"], mb, jax.random.fold_in(rng, i))
+                return jax.tree.map(jnp.add, carry, (g, m)), None
+
+            zeros = jax.eval_shape(lambda: loss_and_grads(state["params"], jax.tree.map(
+                lambda x: x[0], micro), rng))
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (zeros[1], zeros[0][1]))
+            (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(grad_accum_steps), micro))
+            grads, metrics = jax.tree.map(lambda x: x / grad_accum_steps, (grads, metrics))
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        if schedule is not None:
+            metrics["learning_rate"] = schedule(state["step"])
+        new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
+                     "rng": state["rng"]}
+        return new_state, metrics
+
+    batch_sh = parallel.batch_sharding(mesh)
+    train = jax.jit(train_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
+                    donate_argnums=0)
+
+    def eval_fn(params, batch):
+        model = nnx.merge(graphdef, params)
+        return loss_fn(model(**model_inputs(model, batch)), batch)[1]
+
+    evaluate = jax.jit(eval_fn, in_shardings=(param_sh, batch_sh), out_shardings=repl)
+    return Steps(graphdef, state_sh, abstract_state, init, train, evaluate)

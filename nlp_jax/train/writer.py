@@ -1,0 +1,59 @@
+"""Where metrics go: WORKDIR/metrics.jsonl (one JSON object per logged step) and TensorBoard.
+
+Only process 0 writes; the values are global (already reduced over all devices and hosts).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+
+class MetricWriter:
+    def __init__(self, workdir: str, *, resume_step: int = 0):
+        self.enabled = jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if not self.enabled:
+            return
+        _truncate_after(self.path, resume_step)
+        try:
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        except ImportError:  # TensorBoard is optional: metrics.jsonl is the record
+            self._tb = None
+
+    def write(self, step: int, split: str, metrics: dict) -> dict:
+        row = {"step": int(step), "split": split}
+        row.update({k: _scalar(v) for k, v in sorted(metrics.items())})
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if self._tb is not None:
+                for k, v in row.items():
+                    if k not in ("step", "split") and isinstance(v, (int, float)):
+                        self._tb.add_scalar(f"{split}/{k}", v, step)
+        return row
+
+    def close(self):
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _scalar(v):
+    v = np.asarray(v)
+    return v.item() if v.size == 1 else v.tolist()
+
+
+def _truncate_after(path: str, step: int) -> None:
+    """On resume, drop rows logged after the restored checkpoint: they will be logged again."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(rows)
+    os.replace(tmp, path)

@@ -1,0 +1,57 @@
+"""Losses against hand computation, and the registry contract."""
+import numpy as np
+import pytest
+
+from nlp_jax import losses
+
+
+def _log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_mlm_loss_is_weighted_mean_cross_entropy_over_masked_positions():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 3, 7)).astype(np.float32)
+    ids = np.array([[1, 2, 0], [6, 0, 0]], np.int32)
+    weights = np.array([[1, 1, 0], [1, 0, 0]], np.float32)   # 3 real predictions, 3 padding
+    loss, metrics = losses.get("mlm")({"masked_lm_logits": logits},
+                                      {"masked_lm_ids": ids, "masked_lm_weights": weights})
+    logp = _log_softmax(logits.astype(np.float64))
+    expected = -(logp[0, 0, 1] + logp[0, 1, 2] + logp[1, 0, 6]) / 3
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    hits = (logits[0, 0].argmax() == 1) + (logits[0, 1].argmax() == 2) + (logits[1, 0].argmax() == 6)
+    np.testing.assert_allclose(float(metrics["masked_lm_accuracy"]), hits / 3, rtol=1e-6)
+
+
+def test_nsp_loss_is_mean_cross_entropy():
+    logits = np.array([[2.0, -1.0], [0.5, 0.5], [-3.0, 1.0]], np.float32)
+    labels = np.array([0, 1, 0], np.int32)
+    loss, metrics = losses.get("nsp")({"next_sentence_logits": logits},
+                                      {"next_sentence_labels": labels})
+    logp = _log_softmax(logits.astype(np.float64))
+    np.testing.assert_allclose(float(loss), -np.mean(logp[[0, 1, 2], labels]), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["next_sentence_accuracy"]), 1 / 3, rtol=1e-6)
+
+
+def test_combined_loss_is_weighted_sum_and_reports_each_part():
+    outputs = {"masked_lm_logits": np.zeros((1, 1, 4), np.float32),
+               "next_sentence_logits": np.zeros((1, 2), np.float32)}
+    batch = {"masked_lm_ids": np.zeros((1, 1), np.int32),
+             "masked_lm_weights": np.ones((1, 1), np.float32),
+             "next_sentence_labels": np.zeros((1,), np.int32)}
+    total, metrics = losses.combined_loss({"mlm": 1.0, "nsp": 0.5})(outputs, batch)
+    np.testing.assert_allclose(float(metrics["mlm_loss"]), np.log(4), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["nsp_loss"]), np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(float(total), np.log(4) + 0.5 * np.log(2), rtol=1e-6)
+    assert float(metrics["loss"]) == float(total)
+
+
+def test_unknown_loss_names_the_registered_ones():
+    with pytest.raises(KeyError, match="registered losses are .*'mlm'"):
+        losses.combined_loss({"no_such_loss": 1.0})
+
+
+def test_registering_a_name_twice_is_refused():
+    with pytest.raises(ValueError, match="registered twice"):
+        losses.register("mlm")(lambda outputs, batch: (0.0, {}))

@@ -1,0 +1,59 @@
+"""The BERT model: padding, the masked-LM head, shapes."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from nlp_jax.models.bert import BertConfig, BertForPreTraining
+
+
+def _model(**kw):
+    cfg = BertConfig.from_preset("tiny", vocab_size=50, **kw)
+    return BertForPreTraining(cfg, nnx.Rngs(0))
+
+
+def test_padding_does_not_change_real_token_outputs():
+    model = _model()
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 50, (1, 10)).astype(np.int32)
+    short = model(ids, jnp.zeros_like(ids), jnp.ones_like(ids))
+    # Same 10 tokens padded to 16 with arbitrary ids (padding content must not matter either).
+    padded_ids = np.concatenate([ids, rng.integers(0, 50, (1, 6)).astype(np.int32)], 1)
+    mask = np.array([[1] * 10 + [0] * 6], np.int32)
+    long = model(padded_ids, jnp.zeros_like(padded_ids), mask)
+    np.testing.assert_allclose(long["sequence_output"][:, :10], short["sequence_output"], atol=1e-5)
+    np.testing.assert_allclose(long["pooled_output"], short["pooled_output"], atol=1e-5)
+
+
+def test_masked_lm_head_at_positions_equals_tied_full_head():
+    model = _model()
+    ids = np.arange(5, 21, dtype=np.int32)[None]
+    positions = np.array([[3, 0, 15]], np.int32)
+    out = model(ids, masked_lm_positions=positions)
+    # Recompute by hand from the sequence output with the tied word embeddings.
+    x = out["sequence_output"][0, positions[0]]
+    h = model.mlm_layer_norm(jax.nn.gelu(model.mlm_transform(x), approximate=False))
+    expected = h @ model.bert.embeddings.word_embeddings.embedding[...].T + model.mlm_bias[...]
+    assert out["masked_lm_logits"].shape == (1, 3, 50)
+    np.testing.assert_allclose(out["masked_lm_logits"][0], expected, atol=1e-5)
+    assert out["next_sentence_logits"].shape == (1, 2)
+
+
+def test_dropout_only_with_a_key():
+    model = _model()
+    ids = np.arange(5, 21, dtype=np.int32)[None]
+    a, b = model(ids), model(ids)
+    np.testing.assert_array_equal(a["sequence_output"], b["sequence_output"])
+    c = model(ids, dropout_rng=jax.random.key(1))
+    d = model(ids, dropout_rng=jax.random.key(2))
+    assert not np.allclose(c["sequence_output"], d["sequence_output"])
+    assert not np.allclose(a["sequence_output"], c["sequence_output"])
+
+
+def test_bfloat16_compute_keeps_float32_params():
+    model = _model(dtype="bfloat16")
+    params = nnx.state(model, nnx.Param)
+    assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+    out = model(np.arange(5, 21, dtype=np.int32)[None])
+    assert out["sequence_output"].dtype == jnp.bfloat16
+    assert out["masked_lm_logits"].dtype == jnp.float32
