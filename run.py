@@ -8,6 +8,7 @@ import logging
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/pretrain.py:tiny.",
@@ -25,7 +26,9 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Our own progress at INFO; the libraries' (Orbax, Grain, XLA) only from WARNING up.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("nlp_jax").setLevel(logging.INFO)
     from nlp_jax import parallel
     if FLAGS.distributed or FLAGS.coordinator_address:
         parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
@@ -39,5 +42,21 @@ def main(argv):
         sys.exit(f"error: {msg}")
 
 
+def parse_flags(argv):
+    """absl's parser, with a bad --config override or config file reported in one line."""
+    try:
+        rest = FLAGS(argv)
+        FLAGS.config.to_dict()  # the config file loads lazily: load it now, so errors surface here
+        return rest
+    except (flags.Error, OSError) as e:
+        # config_flags embeds tracebacks in its messages: the last line is the cause.
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        sys.exit(f"error: --config: {lines[-1]}" if len(lines) > 1 else f"error: {e}")
+    except (AttributeError, KeyError, ValueError, TypeError) as e:
+        overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+        sys.exit(f"error: bad --config override or config file ({e!s}); check these against the "
+                 f"config file's fields: {' '.join(overrides) or '(none)'}")
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

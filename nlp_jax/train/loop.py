@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -55,8 +56,12 @@ def frequency_baseline(eval_batches) -> float:
     return float(np.bincount(ids).max() / max(len(ids), 1))
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains `config` in `workdir`; returns the last evaluation's metrics."""
+def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, dict], None]] = ()
+                       ) -> dict:
+    """Trains `config` in `workdir`; returns the last evaluation's metrics.
+
+    hooks: functions called as hook(step, state) after every step (e.g. custom logging, or an
+    early stop by raising)."""
     # ---------------------------------------------------------------- config & workdir
     _check_config(config)
     os.makedirs(workdir, exist_ok=True)
@@ -121,36 +126,50 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     batches = _prefetch(train_iter, mesh, size=2)
     bar = _progress_bar(t, start)
-    last_data_state, window_start, window_steps = train_iter.get_state(), time.perf_counter(), 0
-    result = {}
-    for step in range(start + 1, t.num_steps + 1):
-        batch, last_data_state = next(batches)
-        state, metrics = steps.train(state, batch)
-        window_steps += 1
-        if step % t.log_every == 0 or step == t.num_steps:
-            metrics = jax.device_get(metrics)  # the only host sync in the loop
-            elapsed = time.perf_counter() - window_start
-            metrics["tokens_per_s"] = tokens_per_batch * window_steps / elapsed
-            row = writer.write(step, "train", metrics)
+    last_data_state, result = train_iter.get_state(), {}
+    window_start, window_steps = time.perf_counter(), 0
+    try:
+        for step in range(start + 1, t.num_steps + 1):
+            batch, last_data_state = next(batches)
+            state, metrics = steps.train(state, batch)
+            window_steps += 1
+            if step == start + 1:  # keep compilation out of the tokens/s figures
+                jax.block_until_ready(metrics)
+                window_start, window_steps = time.perf_counter(), 0
+            if step % t.log_every == 0 or step == t.num_steps:
+                metrics = jax.device_get(metrics)  # the only host sync in the loop
+                elapsed = time.perf_counter() - window_start
+                metrics["tokens_per_s"] = tokens_per_batch * window_steps / max(elapsed, 1e-9)
+                row = writer.write(step, "train", metrics)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
+                window_start, window_steps = time.perf_counter(), 0
             if bar is not None:
-                bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
-            window_start, window_steps = time.perf_counter(), 0
+                bar.update(1)
+            if step % t.eval_every == 0 or step == t.num_steps:
+                result = evaluate(step)
+                log.info("step %d eval: %s", step, _fmt(result))
+            if step % t.checkpoint_every == 0 or step == t.num_steps:
+                save(step)
+            for hook in hooks:
+                hook(step, state)
+        if not result and start >= t.num_steps:  # already finished: report the final evaluation
+            result = evaluate(start)
+    finally:  # a checkpoint in flight is completed even when the loop stops on an error
         if bar is not None:
-            bar.update(1)
-        if step % t.eval_every == 0 or step == t.num_steps:
-            result = evaluate(step)
-            log.info("step %d eval: %s", step, {k: round(v, 4) for k, v in result.items()
-                                                if isinstance(v, float)})
-        if step % t.checkpoint_every == 0 or step == t.num_steps:
-            save(step)
-    if not result and start >= t.num_steps:  # already finished: report the final evaluation
-        result = evaluate(start)
-    if bar is not None:
-        bar.close()
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
+            bar.close()
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+    if result:
+        log.info("held-out masked-LM accuracy %.4f (most frequent token: %.4f), next-sentence "
+                 "accuracy %.4f", result.get("masked_lm_accuracy", float("nan")), baseline,
+                 result.get("next_sentence_accuracy", float("nan")))
     return result
+
+
+def _fmt(metrics: dict) -> dict:
+    return {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
 
 
 def _prefetch(train_iter, mesh, size: int):

@@ -1,0 +1,139 @@
+"""The training loop end to end: resume, user losses, run.py, and bad input."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from configs import pretrain
+from nlp_jax.train.loop import train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = [  # a run small enough for a test: tiny model, few documents, short sequences
+    "--config.data.max_documents=400", "--config.data.vocab_size=4000", "--config.data.max_seq_len=64",
+    "--config.data.max_predictions=10", "--config.train.batch_size=8", "--config.train.eval_batches=2",
+    "--config.mesh.data=1", "--config.train.progress_bar=False",
+]
+
+
+def quick_config(**train):
+    c = pretrain.get_config("tiny")
+    c.data.max_documents, c.data.vocab_size, c.data.max_seq_len = 400, 4000, 64
+    c.data.max_predictions = 10
+    c.train.batch_size, c.train.eval_batches, c.train.progress_bar = 8, 2, False
+    c.train.warmup_steps = 2
+    c.train.update(train)
+    return c
+
+
+def rows(workdir, split="train"):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["split"] == split]
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    cfg = quick_config(num_steps=8, log_every=1, eval_every=4, checkpoint_every=4)
+    train_and_evaluate(cfg, str(tmp_path / "straight"))
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_6(step, state):
+        if step == 6:
+            raise Crash
+    with pytest.raises(Crash):  # dies after the step-4 checkpoint, two steps later
+        train_and_evaluate(cfg, str(tmp_path / "resumed"), hooks=[crash_at_6])
+    train_and_evaluate(cfg, str(tmp_path / "resumed"))  # same command again: resumes from step 4
+
+    straight, resumed = rows(tmp_path / "straight"), rows(tmp_path / "resumed")
+    assert [r["step"] for r in resumed] == list(range(1, 9))
+    for a, b in zip(straight, resumed):
+        assert a["loss"] == b["loss"], (a["step"], a["loss"], b["loss"])  # bitwise: same data, same keys
+    assert rows(tmp_path / "straight", "eval") == rows(tmp_path / "resumed", "eval")
+
+
+def test_a_loss_from_a_module_outside_nlp_jax_trains(tmp_path, monkeypatch):
+    (tmp_path / "my_losses.py").write_text(textwrap.dedent("""
+        import jax.numpy as jnp
+        from nlp_jax.losses import register
+
+        @register("pooled_l2")
+        def pooled_l2(outputs, batch):
+            value = jnp.mean(outputs["pooled_output"] ** 2)
+            return value, {"pooled_norm": jnp.sqrt(value)}
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = quick_config(num_steps=3, log_every=1)
+    cfg.loss_modules = ("my_losses",)
+    cfg.losses = {"mlm": 1.0, "pooled_l2": 0.5}
+    train_and_evaluate(cfg, str(tmp_path / "run"))
+    for r in rows(tmp_path / "run"):
+        assert r["loss"] == pytest.approx(r["mlm_loss"] + 0.5 * r["pooled_l2_loss"], rel=1e-5)
+        assert r["pooled_norm"] == pytest.approx(np.sqrt(r["pooled_l2_loss"]), rel=1e-4)
+        assert "nsp_loss" not in r
+
+
+def run_py(workdir, *args):
+    cmd = [sys.executable, "run.py", "--config", "configs/pretrain.py:tiny", "--workdir", str(workdir),
+           *QUICK, *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "XLA_FLAGS": ""})
+
+
+def test_run_py_end_to_end(tmp_path):
+    out = run_py(tmp_path, "--config.train.num_steps=6", "--config.train.log_every=3",
+                 "--config.train.eval_every=6", "--config.train.checkpoint_every=3")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "6"]
+    assert os.path.exists(tmp_path / "tokenizer" / "spm.model")
+    assert os.listdir(tmp_path / "tensorboard")
+    config = json.load(open(tmp_path / "config.json"))
+    assert config["train"]["num_steps"] == 6 and config["model"]["size"] == "tiny"
+    assert [r["step"] for r in rows(tmp_path)] == [3, 6]
+    (ev,) = rows(tmp_path, "eval")
+    assert {"loss", "masked_lm_accuracy", "next_sentence_accuracy"} <= set(ev)
+    # Same command again: already finished, nothing retrained, the checkpoints untouched.
+    again = run_py(tmp_path, "--config.train.num_steps=6")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [r["step"] for r in rows(tmp_path)] == [3, 6]
+
+
+def _one_line_error(out):
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    return out.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.train.no_such_key=1"], "no_such_key"),
+    (["--config.data.corpus=text", "--config.data.train_files=/nonexistent/*.txt"], "/nonexistent/*.txt"),
+    (["--config.data.max_seq_len=4"], "max_seq_len"),
+    (["--config.losses.no_such_loss=1.0"], "no_such_loss"),
+])
+def test_bad_input_gives_one_clear_line(tmp_path, args, message):
+    line = _one_line_error(run_py(tmp_path / "run", *args))
+    assert message in line, line
+
+
+def test_bad_corpus_files_are_named(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait.\n".encode("latin-1"))
+    line = _one_line_error(run_py(tmp_path / "run", "--config.data.corpus=text",
+                                  f"--config.data.train_files={tmp_path}/latin1.txt"))
+    assert "latin1.txt" in line and "UTF-8" in line, line
+    (tmp_path / "empty.txt").write_text("\n\n")
+    line = _one_line_error(run_py(tmp_path / "run2", "--config.data.corpus=text",
+                                  f"--config.data.train_files={tmp_path}/empty.txt"))
+    assert "empty.txt" in line or "no sentence" in line.lower(), line
+
+
+def test_another_runs_checkpoint_is_refused_and_left_intact(tmp_path):
+    assert run_py(tmp_path, "--config.train.num_steps=2").returncode == 0
+    before = {f: os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tmp_path) for f in fs}
+    line = _one_line_error(run_py(tmp_path, "--config.train.num_steps=4",
+                                  "--config.model.num_layers=3"))
+    assert "another run" in line and "--workdir" in line, line
+    after = {f: os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tmp_path) for f in fs}
+    assert after == before
