@@ -1,0 +1,176 @@
+"""Grain input pipeline: the training stream (sharded per process, checkpointable) and eval batches.
+
+Global example order depends only on the seed, never on the number of processes: the stream is
+  indices 0..N-1 -> shuffle (reshuffled every epoch) -> repeat forever -> mask (rng from (seed, position))
+  -> batch(B / P) -> take every P-th of those, starting at process_index.
+so global batch k is the P consecutive local batches kP .. kP+P-1, and process p reads the rows
+[p*B/P, (p+1)*B/P) of it. The iterator state counts global batches, so a checkpointed position also
+resumes under another process count, with the same examples and the same masks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+
+import grain
+import numpy as np
+
+from nlp_jax.data import corpora
+from nlp_jax.data import pretraining
+from nlp_jax.data import tokenizer as tokenizer_lib
+
+_log = logging.getLogger(__name__)
+
+# Held-out instances and their masks depend only on the data config, not on the training seed, so
+# eval losses of runs with different seeds are computed on identical batches.
+_HELDOUT_SEED_OFFSET = 1_000_003
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainingData:
+    """Tokenizer, train/held-out instances and the recipe to batch them for one process."""
+
+    tokenizer: tokenizer_lib.Tokenizer
+    train_instances: pretraining.Instances
+    heldout_instances: pretraining.Instances
+    example_config: pretraining.ExampleConfig
+    batch_size: int  # global
+    seed: int
+    num_eval_batches: int
+    eval_seed: int
+    process_index: int
+    process_count: int
+    num_threads: int
+    prefetch: int
+
+    @property
+    def local_batch_size(self) -> int:
+        return self.batch_size // self.process_count
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_instances) // self.batch_size
+
+    def train_dataset(self) -> grain.MapDataset:
+        """This process's infinite MapDataset of local batches (see the module docstring)."""
+        shuffle_seed, mask_seed = np.random.SeedSequence(self.seed).generate_state(2)
+        make = functools.partial(
+            pretraining.make_example, instances=self.train_instances, cfg=self.example_config
+        )
+        return (
+            grain.MapDataset.range(len(self.train_instances))
+            # ShuffleMapDataset reseeds with (seed + epoch) for positions past one epoch (after repeat).
+            .shuffle(seed=int(shuffle_seed))
+            .repeat()
+            # Seeded by the stream position, which differs every epoch: each pass masks anew.
+            .random_map(lambda index, rng: make(index, rng=rng), seed=int(mask_seed))
+            .batch(self.local_batch_size, drop_remainder=True)[
+                self.process_index :: self.process_count
+            ]
+        )
+
+    def train_iter(self) -> grain.DatasetIterator:
+        """Infinite iterator of local batches {name: array [local_batch, ...]} (shapes: make_example).
+
+        get_state() -> JSON-serialisable dict, set_state(state) resumes exactly where it was taken.
+        Reads on threads (not processes), so it needs no absl flags and no picklable closures.
+        """
+        options = grain.ReadOptions(
+            num_threads=self.num_threads, prefetch_buffer_size=self.prefetch
+        )
+        return iter(self.train_dataset().to_iter_dataset(options))
+
+    def eval_batches(self) -> list[dict[str, np.ndarray]]:
+        """num_eval_batches fixed local batches of held-out examples, identical in every call and run.
+
+        Example j of the eval stream is held-out instance j mod N, masked with rng (eval_seed, j); if N is
+        smaller than the number of examples, instances repeat with different masks.
+        """
+        heldout = self.heldout_instances
+        b = self.local_batch_size
+        batches = []
+        for k in range(self.num_eval_batches):
+            first = k * self.batch_size + self.process_index * b
+            examples = [
+                pretraining.make_example(
+                    j % len(heldout),
+                    heldout,
+                    np.random.default_rng([self.eval_seed, j]),
+                    self.example_config,
+                )
+                for j in range(first, first + b)
+            ]
+            batches.append({name: np.stack([e[name] for e in examples]) for name in examples[0]})
+        return batches
+
+
+def build_pretraining_data(
+    cfg_data,
+    *,
+    workdir: str | None,
+    batch_size: int,
+    seed: int,
+    num_eval_batches: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> PretrainingData:
+    """Loads the corpus, loads or trains the tokenizer (in workdir), and builds the NSP instances.
+
+    Every process builds everything (deterministic, a few seconds for the built-in corpus) and reads
+    its own rows of each global batch of `batch_size` examples.
+    """
+    if batch_size % process_count:
+        raise ValueError(
+            f"batch_size={batch_size} is not divisible by process_count={process_count}; use a "
+            f"multiple of {process_count}"
+        )
+    if not 0 <= process_index < process_count:
+        raise ValueError(
+            f"process_index={process_index} is outside [0, process_count={process_count})"
+        )
+    start = time.perf_counter()
+    corpus = corpora.load_corpus(cfg_data)
+    tokenizer = tokenizer_lib.load_or_train_tokenizer(
+        cfg_data, workdir, lambda: (s for document in corpus["train"] for s in document)
+    )
+    eval_seed = int(cfg_data.split_seed) + _HELDOUT_SEED_OFFSET
+    train = pretraining.create_instances(
+        corpus["train"], tokenizer, cfg_data.max_seq_len, cfg_data.short_seq_prob, seed
+    )
+    heldout = pretraining.create_instances(
+        corpus["heldout"], tokenizer, cfg_data.max_seq_len, cfg_data.short_seq_prob, eval_seed
+    )
+    if len(train) < batch_size:
+        _log.warning(
+            "Only %d training instances for a global batch of %d: every batch repeats some",
+            len(train),
+            batch_size,
+        )
+    _log.info(
+        "Pretraining data: %d train / %d held-out instances (%d / %d documents), %d train "
+        "tokens, vocab %d, built in %.1fs",
+        len(train),
+        len(heldout),
+        len(corpus["train"]),
+        len(corpus["heldout"]),
+        len(train.tokens),
+        tokenizer.vocab_size,
+        time.perf_counter() - start,
+    )
+    return PretrainingData(
+        tokenizer=tokenizer,
+        train_instances=train,
+        heldout_instances=heldout,
+        example_config=pretraining.ExampleConfig.from_config(cfg_data, tokenizer),
+        batch_size=batch_size,
+        seed=seed,
+        num_eval_batches=num_eval_batches,
+        eval_seed=eval_seed,
+        process_index=process_index,
+        process_count=process_count,
+        num_threads=cfg_data.num_threads,
+        prefetch=cfg_data.prefetch,
+    )
