@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from configs import pretrain
+from nlp_jax import losses
+from nlp_jax.data import build_pretraining_data
 from nlp_jax.train.loop import train_and_evaluate
+from nlp_jax.train.pretrained import load_workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = [  # a run small enough for a test: tiny model, few documents, short sequences
@@ -53,6 +56,14 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     for a, b in zip(straight, resumed):
         assert a["loss"] == b["loss"], (a["step"], a["loss"], b["loss"])  # bitwise: same data, same keys
     assert rows(tmp_path / "straight", "eval") == rows(tmp_path / "resumed", "eval")
+
+    # The saved model, loaded back for use, scores exactly what the run's last evaluation logged.
+    model, tokenizer, saved_cfg = load_workdir(str(tmp_path / "straight"))
+    data = build_pretraining_data(saved_cfg.data, workdir=str(tmp_path / "straight"), batch_size=8,
+                                  seed=0, num_eval_batches=2)
+    mlm = [float(losses.get("mlm")(model(**{k: b[k] for k in model.input_keys}), b)[0])
+           for b in data.eval_batches()]
+    assert np.mean(mlm) == pytest.approx(rows(tmp_path / "straight", "eval")[-1]["mlm_loss"], rel=1e-5)
 
 
 def test_a_loss_from_a_module_outside_nlp_jax_trains(tmp_path, monkeypatch):

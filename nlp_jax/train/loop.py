@@ -18,22 +18,14 @@ import numpy as np
 
 from nlp_jax import losses, parallel
 from nlp_jax.data import build_pretraining_data
-from nlp_jax.models.bert import BertConfig, BertForPreTraining
+from nlp_jax.models.bert import BertForPreTraining
 from nlp_jax.train import optim
 from nlp_jax.train.checkpoint import Checkpointer, check_compatible
+from nlp_jax.train.pretrained import bert_config
 from nlp_jax.train.step import make_steps
 from nlp_jax.train.writer import MetricWriter
 
 log = logging.getLogger("nlp_jax")
-
-
-def bert_config(model_cfg, vocab_size: int) -> BertConfig:
-    """BertConfig from `config.model`: a preset size, then any non-zero overrides."""
-    overrides = {k: model_cfg[k] for k in ("num_layers", "hidden_size", "num_heads") if model_cfg.get(k)}
-    return BertConfig.from_preset(
-        model_cfg.size, vocab_size=vocab_size, dropout_rate=model_cfg.dropout_rate,
-        max_position_embeddings=model_cfg.max_position_embeddings, dtype=model_cfg.dtype,
-        remat=model_cfg.remat, **overrides)
 
 
 def _check_config(config) -> None:
