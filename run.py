@@ -14,7 +14,9 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/pretrain.py:tiny.",
                                  lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the tokenizer.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "predict"],
+                  "train (or resume), or predict with a fine-tuned workdir.")
+flags.DEFINE_string("input", None, "--mode predict: a text file, one input a line (default stdin).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detected cluster).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
@@ -33,9 +35,16 @@ def main(argv):
     if FLAGS.distributed or FLAGS.coordinator_address:
         parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                         FLAGS.process_id)
-    from nlp_jax.train.loop import train_and_evaluate
     try:
-        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        if FLAGS.mode == "predict":
+            from nlp_jax.train.finetune import predict_main
+            predict_main(FLAGS.workdir, FLAGS.input)
+        elif FLAGS.config.task == "finetune":
+            from nlp_jax.train.finetune import finetune_and_evaluate
+            finetune_and_evaluate(FLAGS.config, FLAGS.workdir)
+        else:
+            from nlp_jax.train.loop import train_and_evaluate
+            train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except (ValueError, KeyError, FileNotFoundError, ImportError, UnicodeDecodeError) as e:
         # Bad input: one clear line, no traceback (the message names the cause and the fix).
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

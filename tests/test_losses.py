@@ -55,3 +55,28 @@ def test_unknown_loss_names_the_registered_ones():
 def test_registering_a_name_twice_is_refused():
     with pytest.raises(ValueError, match="registered twice"):
         losses.register("mlm")(lambda outputs, batch: (0.0, {}))
+
+
+def test_classification_loss_with_label_smoothing_and_padding_rows():
+    logits = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0], [5.0, 5.0, 5.0]], np.float32)
+    labels = np.array([0, 2, 1], np.int32)
+    weights = np.array([1.0, 1.0, 0.0], np.float32)   # the last row pads an eval batch
+    fn = losses.combined_loss({"classification": 1.0}, {"classification": {"label_smoothing": 0.1}})
+    loss, metrics = fn({"logits": logits}, {"labels": labels, "example_weights": weights})
+    logp = _log_softmax(logits.astype(np.float64))
+    target = np.full((3, 3), 0.1 / 3)
+    target[np.arange(3), labels] += 0.9
+    per_row = -(target * logp).sum(-1)
+    np.testing.assert_allclose(float(loss), per_row[:2].mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["accuracy"]), 0.5, rtol=1e-6)
+
+
+def test_token_classification_loss_ignores_special_and_padding_tokens():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(1, 4, 3)).astype(np.float32)
+    labels = np.array([[0, 2, 1, 0]], np.int32)
+    label_weights = np.array([[0, 1, 1, 0]], np.float32)  # [CLS] x x [SEP]
+    loss, _ = losses.get("token_classification")({"logits": logits},
+                                                 {"labels": labels, "label_weights": label_weights})
+    logp = _log_softmax(logits.astype(np.float64))
+    np.testing.assert_allclose(float(loss), -(logp[0, 1, 2] + logp[0, 2, 1]) / 2, rtol=1e-5)

@@ -89,6 +89,99 @@ def basic_tokenize(text: str, lower_case: bool = True, strip_accents: bool | Non
     return words
 
 
+# (character, start, end): a character after normalisation and the [start, end) span of the
+# original text it came from.
+_AlignedChar = tuple[str, int, int]
+
+
+def _clusters(chars: list[_AlignedChar]) -> list[list[_AlignedChar]]:
+    """Splits at every starter (combining class 0), so Unicode normalisation, lower-casing and
+    accent stripping never act across two clusters (Hangul conjoining vowels/finals join the
+    syllable before them)."""
+    out: list[list[_AlignedChar]] = []
+    for c in chars:
+        joins = unicodedata.combining(c[0]) or 0x1160 <= ord(c[0]) <= 0x11FF
+        if out and joins:
+            out[-1].append(c)
+        else:
+            out.append([c])
+    return out
+
+
+def _transform_aligned(chars: list[_AlignedChar], fn) -> list[_AlignedChar]:
+    """Applies the str -> str `fn` to the word `chars`, keeping each output character's origin.
+
+    The output text is always exactly fn(word), so ids equal those of `basic_tokenize`. Each output
+    character gets the span of its cluster; when per-cluster results do not line up with fn(word)
+    (context rules such as the Greek final sigma keep the length, so they still line up), every
+    character gets the whole word's span: coarser, never wrong.
+    """
+    word = "".join(c for c, _, _ in chars)
+    target = fn(word)
+    if target == word:
+        return chars
+    per_cluster = [
+        (ch, min(s for _, s, _ in cl), max(e for _, _, e in cl))
+        for cl in _clusters(chars)
+        for ch in fn("".join(c for c, _, _ in cl))
+    ]
+    if len(per_cluster) == len(target):
+        return [(ch, s, e) for ch, (_, s, e) in zip(target, per_cluster)]
+    start, end = min(s for _, s, _ in chars), max(e for _, _, e in chars)
+    return [(ch, start, end) for ch in target]
+
+
+def _strip_accents(word: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFD", word) if unicodedata.category(c) != "Mn")
+
+
+def basic_tokenize_with_offsets(text: str, lower_case: bool = True,
+                                strip_accents: bool | None = None,
+                                split_cjk: bool = True) -> list[list[_AlignedChar]]:
+    """`basic_tokenize` that keeps track of the original text: one list of (char, start, end) per
+    word, where "".join(chars) is the word `basic_tokenize` gives and [start, end) are str indices
+    of `text` (several characters share a span when normalisation merged or split characters)."""
+    if strip_accents is None:
+        strip_accents = lower_case
+    # Cleaning and CJK splitting map characters one to one: do them on the original indices.
+    raw_words: list[list[_AlignedChar]] = []
+    current: list[_AlignedChar] = []
+    for i, ch in enumerate(text):
+        if ch == "\x00" or ch == "\ufffd" or _is_control(ch):
+            continue
+        # str.isspace too: basic_tokenize's text.split() also splits on e.g. U+2028.
+        if _is_whitespace(ch) or ch.isspace() or (split_cjk and _is_cjk(ch)):
+            if current:
+                raw_words.append(current)
+            current = []
+            if not (_is_whitespace(ch) or ch.isspace()):
+                raw_words.append([(ch, i, i + 1)])
+        else:
+            current.append((ch, i, i + 1))
+    if current:
+        raw_words.append(current)
+
+    words = []
+    for chars in raw_words:
+        # NFC never composes across the spaces basic_tokenize puts between words, so per word is
+        # the same as its whole-text NFC.
+        chars = _transform_aligned(chars, lambda w: unicodedata.normalize("NFC", w))
+        if lower_case:
+            chars = _transform_aligned(chars, str.lower)
+        if strip_accents:
+            chars = _transform_aligned(chars, _strip_accents)
+        piece: list[_AlignedChar] = []
+        for c in chars:
+            if _is_punctuation(c[0]):
+                words += [piece, [c]] if piece else [[c]]
+                piece = []
+            else:
+                piece.append(c)
+        if piece:
+            words.append(piece)
+    return words
+
+
 class WordPieceTokenizer:
     """Text <-> ids with a BERT vocabulary. `encode` adds no special tokens."""
 
@@ -129,6 +222,34 @@ class WordPieceTokenizer:
     def encode(self, text: str) -> list[int]:
         words = basic_tokenize(text, self.lower_case, self.strip_accents, self.split_cjk)
         return [i for w in words for i in self._wordpiece(w)]
+
+    def _wordpiece_ranges(self, word: str) -> list[tuple[int, int, int]]:
+        """`_wordpiece` as (id, start, end): the piece covers word[start:end]."""
+        if len(word) > MAX_CHARS_PER_WORD:
+            return [(self.unk_id, 0, len(word))]
+        pieces, start = [], 0
+        while start < len(word):
+            for end in range(len(word), start, -1):
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                if piece in self._ids:
+                    pieces.append((self._ids[piece], start, end))
+                    start = end
+                    break
+            else:
+                return [(self.unk_id, 0, len(word))]
+        return pieces
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """-> (ids, spans): ids as `encode(text)` (the pure-Python path); spans[i] = [start, end)
+        str indices of `text` covered by piece i (a whole word for [UNK])."""
+        ids, spans = [], []
+        for chars in basic_tokenize_with_offsets(text, self.lower_case, self.strip_accents,
+                                                 self.split_cjk):
+            word = "".join(c for c, _, _ in chars)
+            for i, a, b in self._wordpiece_ranges(word):
+                ids.append(i)
+                spans.append((min(s for _, s, _ in chars[a:b]), max(e for _, _, e in chars[a:b])))
+        return ids, spans
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         if self._fast is not None:

@@ -8,6 +8,7 @@ log. Register one with `@register("name")`; a config then trains on it with
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Callable
 
@@ -44,10 +45,13 @@ def import_loss_modules(modules) -> None:
                               "check the name and that its directory is on PYTHONPATH") from e
 
 
-def combined_loss(weights: dict) -> LossFn:
-    """The weighted sum of the named losses; metrics are prefixed by nothing (names are unique)
-    and each loss's own value is reported as `<name>_loss`."""
-    fns = {name: get(name) for name in weights}
+def combined_loss(weights: dict, loss_args: dict | None = None) -> LossFn:
+    """The weighted sum of the named losses; each loss's own value is reported as `<name>_loss`.
+
+    loss_args: optional keyword arguments per loss name, e.g. {"classification":
+    {"label_smoothing": 0.1}}."""
+    loss_args = loss_args or {}
+    fns = {name: functools.partial(get(name), **dict(loss_args.get(name, {}))) for name in weights}
 
     def loss_fn(outputs, batch):
         total, metrics = jnp.float32(0.0), {}

@@ -31,10 +31,72 @@ def decay_mask(params):
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(cfg) -> optax.GradientTransformation:
-    """cfg is `config.train`."""
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.grad_clip_norm),
-        optax.adamw(learning_rate_schedule(cfg), b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps,
-                    weight_decay=cfg.weight_decay, mask=decay_mask),
-    )
+# ------------------------------------------------------------------------------------------
+# Strategies (mostly for fine-tuning): optimizer choice, freezing, layer-wise learning-rate decay.
+
+
+def _path(path) -> tuple:
+    return tuple(getattr(k, "key", getattr(k, "idx", k)) for k in path)
+
+
+def depth(path: tuple, num_layers: int) -> int:
+    """0 for the embeddings, i + 1 for encoder layer i, num_layers + 1 for the pooler and heads."""
+    if path[:2] == ("bert", "embeddings"):
+        return 0
+    if path[:2] == ("bert", "layers"):
+        return int(path[2]) + 1
+    return num_layers + 1
+
+
+def is_frozen(path: tuple, cfg, num_layers: int) -> bool:
+    """cfg.freeze: "none" | "embeddings" | "encoder" (train the heads only); cfg.freeze_layers=N
+    also freezes the embeddings and the bottom N layers."""
+    freeze, layers = cfg.get("freeze", "none"), cfg.get("freeze_layers", 0)
+    if freeze == "encoder":
+        return path[0] == "bert"
+    if freeze == "embeddings" and depth(path, num_layers) == 0:
+        return True
+    if freeze not in ("none", "embeddings"):
+        raise ValueError(f"train.freeze={freeze!r}: choose none, embeddings or encoder")
+    return 0 < layers and depth(path, num_layers) <= layers
+
+
+def _scale_by_path(scale_of) -> optax.GradientTransformation:
+    """Multiplies each leaf by a constant chosen from its path (constants fold into the step)."""
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map_with_path(
+            lambda p, u: u if scale_of(_path(p)) == 1.0 else u * scale_of(_path(p)), updates), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(cfg, num_layers: int = 0) -> optax.GradientTransformation:
+    """cfg is `config.train`: optimizer (adamw | adam | sgd; default adamw), gradient clipping,
+    and optionally freezing and layer-wise LR decay (num_layers: the encoder's layer count).
+
+    Frozen parameters get zero gradients before clipping (so they do not count in the norm) and
+    zero updates after the optimizer (so weight decay cannot move them either). With
+    layerwise_lr_decay = d < 1, layer i's learning rate is scaled by d ** (num_layers + 1 - depth)
+    (Howard & Ruder 2018; Clark et al. 2020): the heads get the full rate, embeddings the least."""
+    schedule = learning_rate_schedule(cfg)
+    name, llrd = cfg.get("optimizer", "adamw"), cfg.get("layerwise_lr_decay", 1.0)
+    if name == "adamw":
+        opt = optax.adamw(schedule, b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps,
+                          weight_decay=cfg.weight_decay, mask=decay_mask)
+    elif name == "adam":
+        opt = optax.adam(schedule, b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps)
+    elif name == "sgd":
+        opt = optax.sgd(schedule, momentum=cfg.get("momentum", 0.9) or None)
+    else:
+        raise ValueError(f"train.optimizer={name!r}: choose adamw, adam or sgd")
+
+    def frozen_mask(path):
+        return 0.0 if is_frozen(path, cfg, num_layers) else 1.0
+
+    def lr_scale(path):
+        if is_frozen(path, cfg, num_layers):
+            return 0.0
+        return float(llrd ** (num_layers + 1 - depth(path, num_layers)))
+
+    return optax.chain(_scale_by_path(frozen_mask), optax.clip_by_global_norm(cfg.grad_clip_norm),
+                       opt, _scale_by_path(lr_scale))

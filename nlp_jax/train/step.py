@@ -39,8 +39,10 @@ def model_inputs(model, batch: dict) -> dict:
 
 def make_steps(make_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
                loss_fn: Callable, mesh, rules: dict, *, seed: int, grad_accum_steps: int = 1,
-               schedule: Callable | None = None) -> Steps:
+               schedule: Callable | None = None, model_kwargs: dict | None = None) -> Steps:
     """Builds the sharded, jitted init/train/eval functions.
+
+    model_kwargs: fixed keyword arguments of every model call (e.g. which task head to run).
 
     make_model(rngs) builds the model; loss_fn(outputs, batch) -> (loss, metrics)."""
     abstract_model = nnx.eval_shape(lambda: make_model(nnx.Rngs(0)))
@@ -66,7 +68,8 @@ def make_steps(make_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientT
     def loss_and_grads(params, batch, rng):
         def loss_of(p):
             model = nnx.merge(graphdef, p)
-            return loss_fn(model(**model_inputs(model, batch), dropout_rng=rng), batch)
+            outputs = model(**model_inputs(model, batch), **(model_kwargs or {}), dropout_rng=rng)
+            return loss_fn(outputs, batch)
         return jax.value_and_grad(loss_of, has_aux=True)(params)
 
     def train_fn(state, batch):
@@ -104,7 +107,7 @@ def make_steps(make_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientT
 
     def eval_fn(params, batch):
         model = nnx.merge(graphdef, params)
-        return loss_fn(model(**model_inputs(model, batch)), batch)[1]
+        return loss_fn(model(**model_inputs(model, batch), **(model_kwargs or {})), batch)[1]
 
     evaluate = jax.jit(eval_fn, in_shardings=(param_sh, batch_sh), out_shardings=repl)
     return Steps(graphdef, state_sh, abstract_state, init, train, evaluate)

@@ -1,0 +1,81 @@
+"""What every fine-tuning config shares (imported by configs/finetune_*.py; not run by itself)."""
+import ml_collections
+
+
+def task(name: str, source: str = "builtin", **fields) -> ml_collections.ConfigDict:
+    """One task: where its examples come from (see nlp_jax/data/tasks.py)."""
+    t = ml_collections.ConfigDict()
+    t.name = name                  # builtin: sentiment | ner; tfds: the dataset name; files: any
+    t.source = source              # builtin | tfds | files
+    t.tfds_name = ""               # e.g. glue/sst2 (source=tfds)
+    t.text_key = ""                # TFDS feature holding the text (empty: the dataset's usual one)
+    t.text_b_key = ""              # TFDS feature holding the second text of a pair
+    t.label_key = ""               # TFDS feature holding the label
+    t.train_file = ""              # source=files: TSV (text[, text_b], label), JSONL or CoNLL
+    t.dev_file = ""                # empty: a seeded 10% of the training file
+    t.test_file = ""               # empty: the dev split
+    t.file_format = "tsv"          # tsv | jsonl | conll (NER)
+    t.label_names = ()             # empty: inferred from the training data
+    t.split_seed = 0               # seed of the built-in / held-out splits
+    t.max_examples = 0             # > 0: cap each split (quick experiments)
+    t.weight = 1.0                 # multi-task: share of the steps spent on this task
+    t.update(fields)
+    return t
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.task = "finetune"                     # what run.py trains
+    c.tasks = ml_collections.ConfigDict()   # task name -> task(...); the first one picks the best checkpoint
+    c.init_from = ""                        # pretraining workdir (or its checkpoints/<step>), or a
+                                            # Hugging Face BERT directory; empty: random initialisation
+
+    c.model = ml_collections.ConfigDict()   # used for random initialisation (init_from empty)
+    c.model.size = "mini"                   # preset: tiny, mini, small, medium, base, large
+    c.model.num_layers = 0                  # > 0 overrides the preset
+    c.model.hidden_size = 0                 # > 0 overrides the preset
+    c.model.num_heads = 0                   # > 0 overrides the preset
+    c.model.max_position_embeddings = 512   # longest sequence the position table covers
+    c.model.dropout_rate = 0.1              # dropout in the encoder and before each head
+    c.model.dtype = "float32"               # compute dtype ("bfloat16" on GPU/TPU)
+    c.model.remat = False                   # recompute layer activations in backward
+
+    c.data = ml_collections.ConfigDict()
+    c.data.max_seq_len = 128                # tokens per example, specials included (longer: truncated)
+    c.data.tokenizer_path = ""              # random init: an existing SentencePiece model to use
+    c.data.vocab_size = 8000                # random init without tokenizer_path: train one this size
+    c.data.num_threads = 2                  # Grain reader threads
+
+    c.loss_args = ml_collections.ConfigDict()  # extra keyword arguments per loss name
+    c.loss_modules = ()                     # modules to import first (your own losses)
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 3                      # passes over the training data
+    c.train.num_steps = 0                   # > 0: this many steps instead of `epochs`
+    c.train.batch_size = 32                 # global batch size
+    c.train.optimizer = "adamw"             # adamw | adam | sgd
+    c.train.learning_rate = 1e-4            # peak learning rate
+    c.train.warmup_steps = 100              # linear warm-up
+    c.train.decay = "linear"                # linear | cosine | constant after warm-up
+    c.train.weight_decay = 0.01             # AdamW only; not on LayerNorm or biases
+    c.train.momentum = 0.9                  # SGD only
+    c.train.adam_b1 = 0.9                   # Adam first-moment decay
+    c.train.adam_b2 = 0.999                 # Adam second-moment decay
+    c.train.adam_eps = 1e-6                 # Adam epsilon (BERT: 1e-6)
+    c.train.grad_clip_norm = 1.0            # clip gradients to this global norm
+    c.train.label_smoothing = 0.0           # cross-entropy label smoothing
+    c.train.freeze = "none"                 # none | embeddings | encoder (train the heads only)
+    c.train.freeze_layers = 0               # > 0: freeze the embeddings and the bottom N layers
+    c.train.layerwise_lr_decay = 1.0        # < 1: layer i's LR x decay^(depth from the top)
+    c.train.seed = 0                        # head init, dropout, data order
+    c.train.log_every = 50                  # steps between train rows in metrics.jsonl
+    c.train.eval_every = 0                  # steps between dev evaluations (0: every epoch)
+    c.train.best_metric = "accuracy"        # dev metric that picks the best checkpoint
+    c.train.best_task = ""                  # whose metric (empty: the first task reporting it)
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1                        # data-parallel devices (-1: all remaining)
+    c.mesh.fsdp = 1                         # FSDP devices
+    c.mesh.tensor = 1                       # tensor-parallel devices
+    c.mesh.rules = ()                       # extra (logical axis, mesh axis) pairs
+    return c

@@ -1,0 +1,47 @@
+"""Fine-tuning losses: classification (texts and sentence pairs) and token classification (NER).
+
+Both take `label_smoothing` (set through `config.loss_args`) and respect `example_weights`
+(0 on the rows that pad the last evaluation batch) and, for tokens, `label_weights`
+(0 on [CLS], [SEP] and padding).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from nlp_jax.losses.registry import register
+
+
+def smoothed_cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0):
+    """Cross-entropy against (1 - s) * one_hot + s / classes. logits [..., C], labels [...]."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+    if label_smoothing == 0.0:
+        return nll
+    return (1.0 - label_smoothing) * nll - label_smoothing * logp.mean(-1)
+
+
+def _weighted_mean(values, weights):
+    return (values * weights).sum() / jnp.maximum(weights.sum(), 1e-9)
+
+
+@register("classification")
+def classification_loss(outputs, batch, label_smoothing: float = 0.0):
+    """outputs['logits'] [batch, labels]; batch['labels'] [batch]."""
+    logits, labels = outputs["logits"], batch["labels"]
+    weights = batch.get("example_weights", jnp.ones(labels.shape, jnp.float32))
+    loss = _weighted_mean(smoothed_cross_entropy(logits, labels, label_smoothing), weights)
+    accuracy = _weighted_mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32), weights)
+    return loss, {"accuracy": accuracy}
+
+
+@register("token_classification")
+def token_classification_loss(outputs, batch, label_smoothing: float = 0.0):
+    """outputs['logits'] [batch, seq, labels]; batch['labels'], batch['label_weights'] [batch, seq]."""
+    logits, labels = outputs["logits"], batch["labels"]
+    weights = batch["label_weights"].astype(jnp.float32)
+    if "example_weights" in batch:
+        weights = weights * batch["example_weights"][:, None]
+    loss = _weighted_mean(smoothed_cross_entropy(logits, labels, label_smoothing), weights)
+    accuracy = _weighted_mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32), weights)
+    return loss, {"token_accuracy": accuracy}

@@ -1,0 +1,150 @@
+"""Evaluation metrics for the fine-tuning tasks, in plain numpy.
+
+No scikit-learn or seqeval: they are heavy, optional dependencies and the training loop only needs a
+few numbers. The definitions follow them exactly, so results are comparable with published ones:
+
+  classification_report  sklearn's precision_recall_fscore_support(labels=range(n), zero_division=0)
+                         plus accuracy; macro = unweighted mean over *all* named classes.
+  bio_entities           seqeval's default (non-strict, "conlleval") chunking of IOB2 tags.
+  entity_report          seqeval's micro precision/recall/F1 over exact (type, start, end) matches,
+                         and the same per entity type.
+
+Every value is a Python float (JSON- and TensorBoard-friendly); 0/0 is 0.0 (sklearn's
+zero_division=0, seqeval's default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Entity = tuple[str, int, int]  # (type, start, end exclusive)
+
+
+def _div(num: float, den: float) -> float:
+    return float(num) / float(den) if den else 0.0
+
+
+def _f1(precision: float, recall: float) -> float:
+    # Harmonic mean; 0 when both are 0, matching sklearn/seqeval with zero_division=0.
+    return _div(2.0 * precision * recall, precision + recall)
+
+
+def classification_report(y_true, y_pred, label_names: Sequence[str]) -> dict[str, float]:
+    """Accuracy, per-class and macro precision/recall/F1 of integer class predictions.
+
+    Args:
+      y_true, y_pred: 1-D integer labels in [0, len(label_names)) (lists, numpy or jax arrays).
+      label_names: name of each class id; used in the keys "precision/<name>", "recall/<name>",
+        "f1/<name>".
+
+    Returns:
+      {"accuracy", "precision/<name>", "recall/<name>", "f1/<name>" for every name,
+       "precision_macro", "recall_macro", "f1_macro"}.
+
+    Macro averages run over every named class, including classes absent from both y_true and y_pred
+    (they count as 0), as sklearn does when `labels` is given. Macro F1 is the mean of per-class F1,
+    not the F1 of the macro precision and recall.
+    """
+    y_true = np.asarray(y_true).reshape(-1)
+    y_pred = np.asarray(y_pred).reshape(-1)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has {y_true.size} labels but y_pred has {y_pred.size}")
+    n = len(label_names)
+    if len(set(label_names)) != n:
+        raise ValueError(f"label_names must be distinct, got {list(label_names)}")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n):
+            raise ValueError(f"{name} must hold integer class ids in [0, {n}), got {np.unique(y)}")
+    # int64 also for empty input, which np.asarray([]) makes float.
+    y_true, y_pred = y_true.astype(np.int64), y_pred.astype(np.int64)
+
+    # Confusion counts with one bincount: row = true class, column = predicted class.
+    confusion = np.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n)
+    report = {"accuracy": _div(np.trace(confusion), y_true.size)}
+    per_class = {"precision": [], "recall": [], "f1": []}
+    for i, name in enumerate(label_names):
+        tp = confusion[i, i]
+        precision = _div(tp, confusion[:, i].sum())
+        recall = _div(tp, confusion[i, :].sum())
+        for metric, value in zip(per_class, (precision, recall, _f1(precision, recall))):
+            report[f"{metric}/{name}"] = value
+            per_class[metric].append(value)
+    for metric, values in per_class.items():
+        report[f"{metric}_macro"] = float(np.mean(values)) if values else 0.0
+    return report
+
+
+def _split_tag(tag: str) -> tuple[str, str]:
+    """Splits "B-PER" into ("B", "PER"), "O" into ("O", ""). Other schemes (IOBES) are rejected
+    rather than misread."""
+    if tag == "O":
+        return "O", ""
+    prefix, sep, entity_type = tag.partition("-")
+    if not sep or prefix not in ("B", "I") or not entity_type:
+        raise ValueError(f"not an IOB2 tag (O, B-<type>, I-<type>): {tag!r}")
+    return prefix, entity_type
+
+
+def bio_entities(tags: Sequence[str]) -> set[Entity]:
+    """Entities (type, start, end exclusive) of one sentence's IOB2 tags, chunked like seqeval's
+    default mode (conlleval).
+
+    Lenient on ill-formed sequences, as conlleval is, rather than dropping tokens: an I-X that does
+    not continue an X entity (after O, at the start, or after a different type) starts a new entity;
+    B-X always starts a new one, so "B-X B-X" is two entities.
+    """
+    entities: set[Entity] = set()
+    start, current = 0, None  # current: type of the open entity, None outside one
+    for i, tag in enumerate(tags):
+        prefix, entity_type = _split_tag(tag)
+        continues = prefix == "I" and entity_type == current
+        if current is not None and not continues:
+            entities.add((current, start, i))
+            current = None
+        if prefix != "O" and not continues:
+            start, current = i, entity_type
+    if current is not None:  # an entity running to the end of the sentence
+        entities.add((current, start, len(tags)))
+    return entities
+
+
+def entity_report(true_tag_seqs: Sequence[Sequence[str]],
+                  pred_tag_seqs: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Entity-level precision/recall/F1 of IOB2 tag sequences, as seqeval computes them.
+
+    An entity counts as correct only if its type, start and end all match a true entity of the same
+    sentence. Entities never cross sentences (seqeval flattens with an "O" between sentences).
+
+    Returns:
+      {"entity_precision", "entity_recall", "entity_f1"} (micro: pooled over all types) and
+      "precision/<TYPE>", "recall/<TYPE>", "f1/<TYPE>" for every type in the true or predicted tags.
+    """
+    if len(true_tag_seqs) != len(pred_tag_seqs):
+        raise ValueError(f"{len(true_tag_seqs)} true sequences but {len(pred_tag_seqs)} predicted")
+    true_entities: set[tuple[int, str, int, int]] = set()
+    pred_entities: set[tuple[int, str, int, int]] = set()
+    for s, (true_tags, pred_tags) in enumerate(zip(true_tag_seqs, pred_tag_seqs)):
+        if len(true_tags) != len(pred_tags):
+            raise ValueError(f"sentence {s}: {len(true_tags)} true tags but {len(pred_tags)} "
+                             "predicted")
+        # The sentence index keeps entities of different sentences apart.
+        true_entities.update((s, *e) for e in bio_entities(true_tags))
+        pred_entities.update((s, *e) for e in bio_entities(pred_tags))
+    correct = true_entities & pred_entities
+
+    def prf(n_correct: int, n_pred: int, n_true: int) -> tuple[float, float, float]:
+        precision, recall = _div(n_correct, n_pred), _div(n_correct, n_true)
+        return precision, recall, _f1(precision, recall)
+
+    report = dict(zip(("entity_precision", "entity_recall", "entity_f1"),
+                      prf(len(correct), len(pred_entities), len(true_entities))))
+    for entity_type in sorted({e[1] for e in true_entities | pred_entities}):
+        def count(entities):
+            return sum(e[1] == entity_type for e in entities)
+        p, r, f = prf(count(correct), count(pred_entities), count(true_entities))
+        report[f"precision/{entity_type}"] = p
+        report[f"recall/{entity_type}"] = r
+        report[f"f1/{entity_type}"] = f
+    return report

@@ -1,0 +1,172 @@
+"""Fine-tuning end to end: from our pretraining, from a Hugging Face directory, strategies,
+multi-task, predict, and bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import finetune_cls, finetune_common, finetune_ner, pretrain
+from nlp_jax.train.finetune import finetune_and_evaluate, predict_lines
+from nlp_jax.train.loop import train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_HF = os.path.join(ROOT, "tests", "data", "tiny_bert_pretraining")
+
+
+def rows(workdir, split):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["split"] == split]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny pretraining workdir (a few steps: enough to be a real checkpoint to start from)."""
+    workdir = str(tmp_path_factory.mktemp("pretrain"))
+    c = pretrain.get_config("tiny")
+    c.data.max_documents, c.data.vocab_size, c.data.max_seq_len = 300, 4000, 64
+    c.data.max_predictions, c.train.batch_size, c.train.num_steps = 10, 8, 3
+    c.train.progress_bar, c.train.eval_batches = False, 1
+    train_and_evaluate(c, workdir)
+    return workdir
+
+
+def quick(config, **train):
+    config.data.max_seq_len = 48
+    config.train.batch_size, config.train.epochs, config.train.warmup_steps = 8, 1, 2
+    config.train.update(train)
+    for t in config.tasks.values():
+        t.max_examples = 40
+    return config
+
+
+def test_sentiment_from_our_pretraining_keeps_the_encoder_and_writes_everything(pretrained, tmp_path):
+    from nlp_jax.train.pretrained import load_workdir
+    c = quick(finetune_cls.get_config(), num_steps=4, eval_every=2, learning_rate=0.0)
+    c.init_from = pretrained
+    result = finetune_and_evaluate(c, str(tmp_path))
+    # learning_rate 0: the encoder is exactly the pretrained one.
+    pre = encoder_params(load_workdir(pretrained)[0])
+    np.testing.assert_array_equal(saved_params(tmp_path, 4)["bert"]["pooler"]["kernel"],
+                                  pre["pooler"]["kernel"])
+    assert [r["step"] for r in rows(tmp_path, "dev")] == [2, 4]
+    (test,) = rows(tmp_path, "test")
+    assert {"accuracy", "f1_macro", "precision_macro", "recall_macro"} <= set(test)
+    assert test["accuracy"] == pytest.approx(result["sentiment"]["accuracy"])
+    with open(tmp_path / "predictions" / "sentiment_test.jsonl") as f:
+        preds = [json.loads(line) for line in f]
+    assert len(preds) == 40 and {p["label"] for p in preds} <= {"negative", "positive"}
+    assert np.mean([p["label"] == p["gold"] for p in preds]) == pytest.approx(test["accuracy"])
+
+
+def test_ner_from_a_hugging_face_directory_and_predict(tmp_path):
+    c = quick(finetune_ner.get_config(), num_steps=3)
+    c.init_from, c.data.max_seq_len = TINY_HF, 24   # the tiny checkpoint has 24 positions
+    result = finetune_and_evaluate(c, str(tmp_path))
+    assert {"entity_precision", "entity_recall", "entity_f1"} <= set(result["ner"])
+    assert os.path.exists(tmp_path / "tokenizer" / "vocab.txt")
+    out = list(predict_lines(str(tmp_path), ["江泽民在北京会见了新华社记者。", "今天天气很好。"]))
+    assert len(out) == 2 and all(set(o) == {"entities"} for o in out)
+    for o, text in zip(out, ["江泽民在北京会见了新华社记者。", "今天天气很好。"]):
+        for e in o["entities"]:
+            assert text[e["start"]:e["end"]] == e["text"] and e["type"] in ("PER", "LOC", "ORG")
+
+
+def saved_params(workdir, step):
+    from nlp_jax.train.checkpoint import Checkpointer
+    ckpt = Checkpointer(str(workdir / "checkpoints"))
+    params = ckpt.manager.restore(step)["state"]["params"]
+    ckpt.close()
+    return params
+
+
+def encoder_params(model):
+    from flax import nnx
+    return jax.device_get(nnx.to_pure_dict(nnx.state(model.bert)))
+
+
+def test_frozen_encoder_trains_only_the_head(pretrained, tmp_path):
+    from nlp_jax.train.pretrained import load_workdir
+    c = quick(finetune_cls.get_config(), num_steps=2, freeze="encoder", learning_rate=1e-2,
+              warmup_steps=0)
+    c.init_from = pretrained
+    finetune_and_evaluate(c, str(tmp_path / "frozen"))
+    c.train.freeze = "none"
+    finetune_and_evaluate(c, str(tmp_path / "full"))
+    frozen, full = saved_params(tmp_path / "frozen", 2), saved_params(tmp_path / "full", 2)
+    pre = encoder_params(load_workdir(pretrained)[0])
+    # Weight decay would move a frozen kernel too: it must not.
+    np.testing.assert_array_equal(frozen["bert"]["pooler"]["kernel"], pre["pooler"]["kernel"])
+    assert not np.allclose(full["bert"]["pooler"]["kernel"], pre["pooler"]["kernel"])
+
+
+def test_multi_task_trains_both_heads(pretrained, tmp_path):
+    c = quick(finetune_cls.get_config(), num_steps=6, log_every=1)
+    c.tasks.ner = finetune_common.task("ner")
+    c.tasks.ner.max_examples = 40
+    c.tasks.ner.weight = 1.0
+    c.init_from = pretrained
+    result = finetune_and_evaluate(c, str(tmp_path))
+    assert set(result) == {"sentiment", "ner"}
+    trained = {r["task"] for r in rows(tmp_path, "train")}
+    assert trained == {"sentiment", "ner"}
+    assert {r["task"] for r in rows(tmp_path, "test")} == {"sentiment", "ner"}
+
+
+def run_py(*args, stdin=None):
+    cmd = [sys.executable, "run.py", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, input=stdin,
+                          env={**os.environ, "XLA_FLAGS": ""})
+
+
+def test_run_py_predict_reads_stdin_and_refuses_empty_lines(pretrained, tmp_path):
+    c = ["--config", "configs/finetune_cls.py", "--workdir", str(tmp_path),
+         f"--config.init_from={pretrained}", "--config.train.num_steps=2",
+         "--config.tasks.sentiment.max_examples=24", "--config.data.max_seq_len=48",
+         "--config.train.batch_size=8"]
+    out = run_py(*c)
+    assert out.returncode == 0, out.stderr[-3000:]
+    pred = run_py(*c, "--mode", "predict", stdin="很好用\n太差了\n")
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    lines = [json.loads(line) for line in pred.stdout.splitlines()]
+    assert len(lines) == 2 and all(set(r) == {"label", "score"} for r in lines)
+    assert all(0.5 <= r["score"] <= 1.0 for r in lines)
+    bad = run_py(*c, "--mode", "predict", stdin="很好用\n\n太差了\n")
+    assert bad.returncode != 0 and "line 2" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_init_from_something_else_is_refused_in_one_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    out = run_py("--config", "configs/finetune_cls.py", "--workdir", str(tmp_path / "run"),
+                 f"--config.init_from={tmp_path}")
+    assert out.returncode != 0
+    assert "neither" in out.stderr.strip().splitlines()[-1]
+
+
+def test_layerwise_lr_decay_and_frozen_layers_scale_updates():
+    """One AdamW step from equal gradients: update sizes follow decay ** (depth from the top)."""
+    import ml_collections
+    from flax import nnx
+    from nlp_jax.models.bert import BertConfig
+    from nlp_jax.models.heads import BertForTasks
+    from nlp_jax.train import optim
+    model = BertForTasks(BertConfig.from_preset("tiny", vocab_size=50), {"s": ("classification", 2)},
+                         nnx.Rngs(0))
+    params = nnx.to_pure_dict(nnx.state(model))
+    cfg = finetune_common.get_config().train
+    cfg.update(dict(learning_rate=1e-3, warmup_steps=0, num_steps=10, decay="constant",
+                    weight_decay=0.0, freeze_layers=1, layerwise_lr_decay=0.5))
+    tx = optim.make_optimizer(cfg, num_layers=2)
+    grads = jax.tree.map(np.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    size = lambda *path: float(np.abs(np.asarray(
+        __import__("functools").reduce(lambda d, k: d[k], path, updates))).max())
+    assert size("bert", "embeddings", "word_embeddings", "embedding") == 0.0   # frozen
+    assert size("bert", "layers", 0, "qkv", "kernel") == 0.0                   # frozen (bottom 1)
+    top = size("heads", "s", "dense", "kernel")
+    assert top == pytest.approx(1e-3, rel=1e-3)                              # Adam: lr * sign
+    assert size("bert", "layers", 1, "qkv", "kernel") == pytest.approx(0.5 * top, rel=1e-3)
+    assert size("bert", "pooler", "kernel") == pytest.approx(top, rel=1e-3)
