@@ -170,3 +170,20 @@ def test_layerwise_lr_decay_and_frozen_layers_scale_updates():
     assert top == pytest.approx(1e-3, rel=1e-3)                              # Adam: lr * sign
     assert size("bert", "layers", 1, "qkv", "kernel") == pytest.approx(0.5 * top, rel=1e-3)
     assert size("bert", "pooler", "kernel") == pytest.approx(top, rel=1e-3)
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_and_nothing_is_written(tmp_path):
+    """A Hugging Face directory whose tensors disagree with its config.json: one line, empty workdir."""
+    import shutil
+    bad = tmp_path / "bad_bert"
+    shutil.copytree(TINY_HF, bad)
+    cfg = json.load(open(bad / "config.json"))
+    cfg["intermediate_size"] += 1
+    json.dump(cfg, open(bad / "config.json", "w"))
+    out = run_py("--config", "configs/finetune_cls.py", "--workdir", str(tmp_path / "run"),
+                 f"--config.init_from={bad}", "--config.data.max_seq_len=24",
+                 "--config.tasks.sentiment.max_examples=8")
+    assert out.returncode != 0
+    line = out.stderr.strip().splitlines()[-1]
+    assert "intermediate" in line and "shape" in line, line
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

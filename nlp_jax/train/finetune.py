@@ -196,11 +196,12 @@ def finetune_and_evaluate(config, workdir: str, *,
     _check_config(config)
     os.makedirs(workdir, exist_ok=True)
     config_dict = json.loads(config.to_json_best_effort())
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1)
-    best_ckpt = Checkpointer(os.path.join(workdir, "best"), max_to_keep=1, async_save=False)
-    latest = ckpt.latest_step()
-    if latest is not None:
-        check_compatible(ckpt.saved_config(latest), config_dict, ckpt.directory)
+    latest, ckpt = None, None
+    if os.path.isdir(os.path.join(workdir, "checkpoints")):  # refuse another run's before anything
+        ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1)
+        latest = ckpt.latest_step()
+        if latest is not None:
+            check_compatible(ckpt.saved_config(latest), config_dict, ckpt.directory)
     t, d = config.train, config.data
     mesh = parallel.make_mesh(config.mesh)
     rules = parallel.rules_from_config(config.mesh)
@@ -219,15 +220,9 @@ def finetune_and_evaluate(config, workdir: str, *,
     if d.max_seq_len > enc_cfg.max_position_embeddings:
         raise ValueError(f"data.max_seq_len={d.max_seq_len} exceeds the encoder's "
                          f"{enc_cfg.max_position_embeddings} positions; shorten it")
-    _save_tokenizer(tokenizer, tok_dir, workdir)
     features = {name: {split: tasks_lib.encode_task(task, split, tokenizer, d.max_seq_len)
                        for split in ("train", "dev", "test")}
                 for name, task in task_data.items()}
-    if jax.process_index() == 0:
-        _write_json(os.path.join(workdir, "config.json"), config_dict)
-        _write_json(os.path.join(workdir, "encoder.json"), dataclasses.asdict(enc_cfg))
-        _write_json(os.path.join(workdir, "tasks.json"), {
-            n: {"kind": k.kind, "label_names": list(k.label_names)} for n, k in task_data.items()})
 
     # ---------------------------------------------------------------- model, optimiser, steps
     heads = {n: (k.kind, len(k.label_names)) for n, k in task_data.items()}
@@ -270,6 +265,16 @@ def finetune_and_evaluate(config, workdir: str, *,
             it.set_state(data_state["iterators"][n])
         start, best_score = latest, data_state["best_score"]
         log.info("resumed from step %d", start)
+
+    # Written only now that everything loaded and fits: a failed start leaves the workdir as it was.
+    ckpt = ckpt or Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1)
+    best_ckpt = Checkpointer(os.path.join(workdir, "best"), max_to_keep=1, async_save=False)
+    _save_tokenizer(tokenizer, tok_dir, workdir)
+    if jax.process_index() == 0:
+        _write_json(os.path.join(workdir, "config.json"), config_dict)
+        _write_json(os.path.join(workdir, "encoder.json"), dataclasses.asdict(enc_cfg))
+        _write_json(os.path.join(workdir, "tasks.json"), {
+            n: {"kind": k.kind, "label_names": list(k.label_names)} for n, k in task_data.items()})
 
     # ---------------------------------------------------------------- loop
     writer = MetricWriter(workdir, resume_step=start)
