@@ -11,8 +11,10 @@ stays a pure function of (params, batch, key); `dropout_rng=None` means evaluati
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 from flax import nnx
 
@@ -41,7 +43,8 @@ class BertConfig:
     initializer_range: float = 0.02
     dtype: str = "float32"               # compute dtype; parameters stay float32
     remat: bool = False                  # recompute each layer's activations in the backward pass
-    attention_impl: str | None = None    # jax.nn.dot_product_attention implementation (None: best)
+    attention_impl: str | None = None    # None: einsum on CPU, else jax.nn.dot_product_attention's
+                                         # choice; or 'einsum', 'xla', 'cudnn' (see `attention`)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "BertConfig":
@@ -74,11 +77,54 @@ def _layer_norm(cfg: BertConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
 
 
 def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
-    """Inverted dropout; identity when `rng` is None (evaluation) or `rate` is 0."""
+    """Inverted dropout; identity when `rng` is None (evaluation) or `rate` is 0.
+
+    Keeps an element when a uniform 16-bit draw is >= round(rate * 2^16) (the rate is exact to
+    1e-5) and rescales by the exact inverse keep probability, so E[dropout(x)] = x."""
     if rng is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+    drop = round(rate * 65536)
+    keep = _uniform16(rng, x.shape) >= jnp.uint16(drop)
+    return jnp.where(keep, x * jnp.asarray(65536 / (65536 - drop), x.dtype), 0).astype(x.dtype)
+
+
+def _uniform16(rng: jax.Array, shape: tuple) -> jax.Array:
+    """Uniform uint16 draws of `shape`, four per Threefry-2x32 evaluation (both output words, both
+    halves of each): a quarter of the hashing of `jax.random.bits`, which spends one evaluation
+    per element, and the part of dropout that costs on CPU. Like `jax.random.bits` the result is a
+    function of the key and the global shape only, so every sharding of the step draws the same
+    mask. Other key types (rbg, ...) fall back to `jax.random.bits`."""
+    if not jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        rng = jax.random.wrap_key_data(rng)   # a raw uint32[2] key
+    if shape[-1] % 4 or str(jax.random.key_impl(rng)) != "threefry2x32":
+        return jax.random.bits(rng, shape, jnp.uint16)
+    k = jax.random.key_data(rng)
+    words = shape[:-1] + (shape[-1] // 4,)
+    counts = jax.lax.iota(jnp.uint32, math.prod(words)).reshape(words)
+    b1, b2 = jax.extend.random.threefry2x32_p.bind(k[0], k[1], counts, jnp.zeros_like(counts))
+    bits = jax.lax.bitcast_convert_type(jnp.stack([b1, b2], -1), jnp.uint16)   # [..., n/4, 2, 2]
+    return bits.reshape(shape)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU as in BERT, x * Phi(x), written with erf rather than jax.nn.gelu's erfc:
+    XLA's float32 erf is one clamped rational polynomial, its erfc adds an exp and branches."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(0.7071067811865476, x.dtype)))
+
+
+def attention(q, k, v, mask, implementation=None):
+    """q, k, v: [batch, seq, heads, head_dim]; mask: [batch, 1, 1 or seq, seq] bool.
+
+    On CPU (or implementation='einsum'): explicit scores, float32 softmax and values einsums,
+    cheaper there than jax.nn.dot_product_attention's grouped-query vmap. Elsewhere, or for
+    'xla'/'cudnn', jax.nn.dot_product_attention (fused kernels on GPU)."""
+    if implementation not in (None, "einsum") or (implementation is None
+                                                  and jax.default_backend() != "cpu"):
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+    scores = jnp.einsum("btnd,bsnd->bnts", q, k).astype(jnp.float32) * (q.shape[-1] ** -0.5)
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bnts,bsnd->btnd", probs, v)
 
 
 class Embeddings(nnx.Module):
@@ -127,10 +173,10 @@ class Layer(nnx.Module):
         """x: [batch, seq, hidden]; mask: [batch, 1, seq, seq] bool (True = may attend)."""
         rngs = (None,) * 2 if dropout_rng is None else tuple(jax.random.split(dropout_rng))
         q, k, v = jnp.unstack(self.qkv(x), axis=2)                       # each [batch, seq, heads, head_dim]
-        attn = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.cfg.attention_impl)
+        attn = attention(q, k, v, mask, self.cfg.attention_impl)
         x = self.attention_layer_norm(x + dropout(self.attention_output(attn), self.cfg.dropout_rate, rngs[0]))
         # BERT uses the exact (erf) GELU.
-        h = self.output(jax.nn.gelu(self.intermediate(x), approximate=False))
+        h = self.output(gelu(self.intermediate(x)))
         return self.output_layer_norm(x + dropout(h, self.cfg.dropout_rate, rngs[1]))
 
 
@@ -202,7 +248,7 @@ class BertForPreTraining(nnx.Module):
         x = out["sequence_output"]
         if masked_lm_positions is not None:
             x = gather_positions(x, masked_lm_positions)
-        h = self.mlm_layer_norm(jax.nn.gelu(self.mlm_transform(x), approximate=False))
+        h = self.mlm_layer_norm(gelu(self.mlm_transform(x)))
         logits = self.bert.embeddings.word_embeddings.attend(h).astype(jnp.float32)
         out["masked_lm_logits"] = logits + self.mlm_bias[...]
         out["next_sentence_logits"] = self.next_sentence(out["pooled_output"]).astype(jnp.float32)

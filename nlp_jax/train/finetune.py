@@ -277,7 +277,7 @@ def finetune_and_evaluate(config, workdir: str, *,
             n: {"kind": k.kind, "label_names": list(k.label_names)} for n, k in task_data.items()})
 
     # ---------------------------------------------------------------- loop
-    writer = MetricWriter(workdir, resume_step=start)
+    writer = MetricWriter(workdir, resume_step=start, recomputed_splits=("test",))
     task_names = list(task_data)
     weights = np.array([config.tasks[n].get("weight", 1.0) for n in task_names], np.float64)
     eval_every = t.eval_every if t.eval_every > 0 else steps_per_epoch

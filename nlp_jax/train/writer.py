@@ -12,13 +12,15 @@ import numpy as np
 
 
 class MetricWriter:
-    def __init__(self, workdir: str, *, resume_step: int = 0):
+    def __init__(self, workdir: str, *, resume_step: int = 0, recomputed_splits=()):
+        """resume_step: rows logged after it are dropped (they will be logged again), as are all
+        rows of `recomputed_splits` (e.g. "test", scored again at the end of every run)."""
         self.enabled = jax.process_index() == 0
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._tb = None
         if not self.enabled:
             return
-        _truncate_after(self.path, resume_step)
+        _truncate_after(self.path, resume_step, recomputed_splits)
         try:
             from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -47,12 +49,12 @@ def _scalar(v):
     return v.item() if v.size == 1 else v.tolist()
 
 
-def _truncate_after(path: str, step: int) -> None:
-    """On resume, drop rows logged after the restored checkpoint: they will be logged again."""
+def _truncate_after(path: str, step: int, recomputed_splits=()) -> None:
     if not os.path.exists(path):
         return
     with open(path) as f:
-        rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step
+                and json.loads(line)["split"] not in recomputed_splits]
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.writelines(rows)

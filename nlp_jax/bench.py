@@ -1,0 +1,169 @@
+r"""Throughput benchmark of the real BERT pretraining step (MLM + NSP, backward, AdamW).
+
+    python -m nlp_jax.bench --model base --batch 8 --seq 128 --steps 5
+    python -m nlp_jax.bench --model mini --vocab 8000 --batch 32
+
+Builds the step exactly as the trainer does (make_steps + make_optimizer + combined_loss), feeds
+random token ids of fixed shape, compiles once, times `--steps` steps after `--warmup`, and prints
+one JSON line. `step_s` is the median step time (each step waited for); `tokens_per_s` = batch *
+seq / step_s.
+
+Model FLOPs per token (`flops_per_token`): useful work only, fwd + bwd = 3x the forward, and a
+forward matmul costs 2 FLOPs per weight it touches, so 6 * (matmul weights touched per token):
+  * encoder, per layer: qkv 3h^2 + attention output h^2 + feed-forward 2*h*i (i = 4h: 8h^2);
+  * attention scores QK^T and values AV: 2 * seq * h multiply-adds per token per layer, i.e.
+    6 * 2 * seq * h FLOPs per token per layer (fwd + bwd; padding-free, no causal halving);
+  * MLM head (transform h^2 + tied vocabulary projection h*vocab) only at the `max_predictions`
+    masked positions: weighted by max_predictions / seq;
+  * pooler h^2 and NSP head 2h once per sequence: weighted by 1 / seq;
+  * embedding lookups are gathers, not matmuls, and count zero; so do LayerNorm, GELU, softmax,
+    dropout, biases and the optimizer update (elementwise work, not "useful" FLOPs).
+`mfu` = flops_per_token * tokens_per_s / peak_flops. `peak_flops`: on CPU, measured in this run as
+the best of several 4096x4096 matmuls in the compute dtype; on GPU/TPU, the datasheet dense peak
+for the device kind (PEAK_FLOPS below) times the device count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nlp_jax import losses, parallel
+from nlp_jax.models.bert import BertConfig, BertForPreTraining
+from nlp_jax.train import optim
+from nlp_jax.train.step import make_steps
+
+# Dense peak FLOP/s per chip: (bfloat16, float32). GPU float32 matmuls run as TF32 under JAX's
+# default precision, TPU float32 matmuls as bfloat16 passes, so those are the float32 figures.
+PEAK_FLOPS = {  # lower-cased substring of device_kind -> (bf16, fp32); first match wins
+    "h200": (989e12, 494e12), "h100": (989e12, 494e12), "a100": (312e12, 156e12),
+    "v6 lite": (918e12, 918e12), "v6e": (918e12, 918e12), "v5p": (459e12, 459e12),
+    "v5 lite": (197e12, 197e12), "v5e": (197e12, 197e12), "v4": (275e12, 275e12),
+}
+
+TRAIN = dict(learning_rate=1e-4, warmup_steps=10_000, num_steps=1_000_000, decay="linear",
+             weight_decay=0.01, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-6, grad_clip_norm=1.0)
+
+
+def flops_per_token(cfg: BertConfig, seq: int, max_predictions: int) -> float:
+    """Useful training FLOPs per token; see the module docstring."""
+    h, i, v, n = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_layers
+    encoder = n * (4 * h * h + 2 * h * i)
+    heads = max_predictions / seq * (h * h + h * v) + (h * h + 2 * h) / seq
+    return 6 * (encoder + heads) + n * 6 * 2 * seq * h
+
+
+def measured_matmul_peak(dtype, n: int = 4096, reps: int = 4) -> float:
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    mm = jax.jit(jnp.matmul)
+    mm(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        mm(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def peak_flops(dtype: str) -> tuple[float, str]:
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        return measured_matmul_peak(jnp.dtype(dtype)), f"measured {dtype} 4096^3 matmul"
+    kind = dev.device_kind.lower()
+    for key, (bf16, fp32) in PEAK_FLOPS.items():
+        if key in kind:
+            return (bf16 if dtype == "bfloat16" else fp32) * jax.device_count(), "datasheet"
+    return float("nan"), f"unknown device kind {dev.device_kind!r}"
+
+
+def peak_memory_bytes() -> int:
+    devs = jax.local_devices()
+    if devs[0].platform == "cpu":
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    return max((d.memory_stats() or {}).get("peak_bytes_in_use", 0) for d in devs)
+
+
+def random_batch(batch: int, seq: int, vocab: int, n_pred: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    positions = np.sort(np.stack([rng.choice(np.arange(1, seq), n_pred, replace=False)
+                                  for _ in range(batch)]), axis=1)
+    return {
+        "input_ids": rng.integers(0, vocab, (batch, seq)).astype(np.int32),
+        "token_type_ids": (np.arange(seq) >= seq // 2).astype(np.int32)[None].repeat(batch, 0),
+        "attention_mask": np.ones((batch, seq), np.int32),
+        "masked_lm_positions": positions.astype(np.int32),
+        "masked_lm_ids": rng.integers(0, vocab, (batch, n_pred)).astype(np.int32),
+        "masked_lm_weights": np.ones((batch, n_pred), np.float32),
+        "next_sentence_labels": rng.integers(0, 2, (batch,)).astype(np.int32),
+    }
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="base", help="preset size: tiny, mini, small, medium, base, large")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--vocab", type=int, default=30522)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--mesh", default="1,1,1", help="data,fsdp,tensor (one may be -1)")
+    p.add_argument("--remat", action="store_true")
+    p.add_argument("--max_predictions", type=int, default=None, help="default: 20 per 128 tokens, as BERT")
+    p.add_argument("--dropout", type=float, default=0.1)
+    a = p.parse_args(argv)
+    n_pred = a.max_predictions or max(1, round(a.seq * 20 / 128))  # BERT's 20 at 128, 80 at 512
+
+    cfg = BertConfig.from_preset(a.model, vocab_size=a.vocab, dtype=a.dtype, remat=a.remat,
+                                 dropout_rate=a.dropout, max_position_embeddings=max(512, a.seq))
+    mesh_cfg = ml_collections.ConfigDict(dict(zip(parallel.MESH_AXES, map(int, a.mesh.split(",")))))
+    mesh = parallel.make_mesh(mesh_cfg)
+    steps = make_steps(lambda rngs: BertForPreTraining(cfg, rngs),
+                       optim.make_optimizer(ml_collections.ConfigDict(TRAIN)),
+                       losses.combined_loss({"mlm": 1.0, "nsp": 1.0}), mesh,
+                       parallel.rules_from_config(mesh_cfg), seed=0)
+    state = steps.init()
+    batch = parallel.global_batch(random_batch(a.batch, a.seq, a.vocab, n_pred), mesh)
+
+    t = time.perf_counter()
+    train = steps.train.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t
+    times = []
+    for i in range(a.warmup + a.steps):
+        t = time.perf_counter()
+        state, metrics = train(state, batch)
+        jax.block_until_ready((state, metrics))
+        if i >= a.warmup:
+            times.append(time.perf_counter() - t)
+    step_s = statistics.median(times)
+
+    tokens_per_s = a.batch * a.seq / step_s
+    fpt = flops_per_token(cfg, a.seq, n_pred)
+    peak, peak_source = peak_flops(a.dtype)
+    dev = jax.devices()[0]
+    result = {
+        "model": a.model, "batch": a.batch, "seq": a.seq, "vocab": a.vocab, "dtype": a.dtype,
+        "mesh": dict(mesh.shape), "remat": a.remat, "dropout": a.dropout, "max_predictions": n_pred,
+        "tokens_per_s": round(tokens_per_s, 1), "step_s": round(step_s, 4),
+        "step_s_mean": round(statistics.mean(times), 4),
+        "params": int(sum(x.size for x in jax.tree.leaves(state["params"]))),
+        "flops_per_token": fpt, "peak_flops": peak, "peak_source": peak_source,
+        "mfu": round(fpt * tokens_per_s / peak, 4),
+        "device": f"{dev.device_kind} x{jax.device_count()}", "jax": jax.__version__,
+        "compile_s": round(compile_s, 2), "peak_memory_bytes": peak_memory_bytes(),
+        "loss": round(float(metrics["loss"]), 4),
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
