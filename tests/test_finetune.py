@@ -187,3 +187,16 @@ def test_a_checkpoint_that_does_not_fit_is_refused_and_nothing_is_written(tmp_pa
     line = out.stderr.strip().splitlines()[-1]
     assert "intermediate" in line and "shape" in line, line
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_glue_config_runs_on_tfds_mock_data(tmp_path):
+    """The GLUE command end to end, offline: TFDS's mock data stands in for the download."""
+    import tensorflow_datasets as tfds
+    from configs import finetune_glue
+    c = quick(finetune_glue.get_config("mrpc"), num_steps=2)   # sentence pairs
+    c.init_from, c.data.max_seq_len = TINY_HF, 24
+    with tfds.testing.mock_data(num_examples=24):
+        result = finetune_and_evaluate(c, str(tmp_path))
+    assert {"accuracy", "f1_macro", "f1/equivalent", "f1/not_equivalent"} <= set(result["mrpc"])
+    with open(tmp_path / "predictions" / "mrpc_test.jsonl") as f:
+        assert len(f.readlines()) == 24   # GLUE's validation split serves as the test split
