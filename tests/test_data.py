@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nlp_jax import data
-from nlp_jax.data import corpora, pretraining
+from nlp_jax.data import corpora
 
 SPECIALS = (0, 1, 2, 3, 4)
 

@@ -148,7 +148,6 @@ def test_init_from_something_else_is_refused_in_one_line(tmp_path):
 
 def test_layerwise_lr_decay_and_frozen_layers_scale_updates():
     """One AdamW step from equal gradients: update sizes follow decay ** (depth from the top)."""
-    import ml_collections
     from flax import nnx
     from nlp_jax.models.bert import BertConfig
     from nlp_jax.models.heads import BertForTasks

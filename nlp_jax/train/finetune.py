@@ -43,9 +43,6 @@ from nlp_jax.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
 
-LOSS_OF_KIND = {"classification": "classification", "token_classification": "token_classification"}
-
-
 # ------------------------------------------------------------------------------------------
 # Initialisation: which encoder weights and which tokenizer
 
@@ -233,9 +230,9 @@ def finetune_and_evaluate(config, workdir: str, *,
     t = _with_num_steps(t, num_steps)
     tx = optim.make_optimizer(t, enc_cfg.num_layers)
     loss_args = dict(config.get("loss_args", {}) or {})
+    # Each task trains on the loss registered under its kind (classification, token_classification).
     steps = {n: make_steps(make_model, tx, losses.combined_loss(
-        {LOSS_OF_KIND[k.kind]: 1.0}, {LOSS_OF_KIND[k.kind]: {"label_smoothing": t.label_smoothing},
-                                       **loss_args}),
+        {k.kind: 1.0}, {k.kind: {"label_smoothing": t.label_smoothing}, **loss_args}),
         mesh, rules, seed=t.seed, schedule=optim.learning_rate_schedule(t),
         model_kwargs={"task": n}) for n, k in task_data.items()}
     first = next(iter(steps.values()))
