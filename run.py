@@ -5,6 +5,7 @@ Multi-host: pass --coordinator_address/--num_processes/--process_id (JAX's names
 --distributed to let JAX detect the cluster (Cloud TPU, SLURM, ...).
 """
 import logging
+import os
 import sys
 
 from absl import app, flags
@@ -13,7 +14,8 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/pretrain.py:tiny.",
                                  lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the tokenizer.")
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the tokenizer "
+                    "(default: runs/<config file name>[-<arg>]).")
 flags.DEFINE_enum("mode", "train", ["train", "predict"],
                   "train (or resume), or predict with a fine-tuned workdir.")
 flags.DEFINE_string("input", None, "--mode predict: a text file, one input a line (default stdin).")
@@ -21,13 +23,21 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
+
+
+def default_workdir(config_arg: str) -> str:
+    """configs/pretrain.py -> runs/pretrain; configs/finetune_glue.py:mrpc -> runs/finetune_glue-mrpc."""
+    path, _, arg = config_arg.partition(":")
+    name = os.path.splitext(os.path.basename(path))[0]
+    return os.path.join("runs", f"{name}-{arg}" if arg else name)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    workdir = FLAGS.workdir or default_workdir(FLAGS["config"].config_filename)
     # Our own progress at INFO; the libraries' (Orbax, Grain, XLA) only from WARNING up.
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("nlp_jax").setLevel(logging.INFO)
@@ -38,13 +48,13 @@ def main(argv):
     try:
         if FLAGS.mode == "predict":
             from nlp_jax.train.finetune import predict_main
-            predict_main(FLAGS.workdir, FLAGS.input)
+            predict_main(workdir, FLAGS.input)
         elif FLAGS.config.task == "finetune":
             from nlp_jax.train.finetune import finetune_and_evaluate
-            finetune_and_evaluate(FLAGS.config, FLAGS.workdir)
+            finetune_and_evaluate(FLAGS.config, workdir)
         else:
             from nlp_jax.train.loop import train_and_evaluate
-            train_and_evaluate(FLAGS.config, FLAGS.workdir)
+            train_and_evaluate(FLAGS.config, workdir)
     except (ValueError, KeyError, FileNotFoundError, ImportError, UnicodeDecodeError) as e:
         # Bad input: one clear line, no traceback (the message names the cause and the fix).
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -148,3 +148,10 @@ def test_another_runs_checkpoint_is_refused_and_left_intact(tmp_path):
     assert "another run" in line and "--workdir" in line, line
     after = {f: os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tmp_path) for f in fs}
     assert after == before
+
+
+def test_workdir_defaults_to_runs_and_the_config_name():
+    sys.path.insert(0, ROOT)
+    from run import default_workdir
+    assert default_workdir("configs/pretrain.py") == os.path.join("runs", "pretrain")
+    assert default_workdir("configs/finetune_glue.py:mrpc") == os.path.join("runs", "finetune_glue-mrpc")
