@@ -129,7 +129,15 @@ def _tfds_task(cfg_task, seed: int) -> TaskData:
     names = tuple(getattr(feature, "names", None) or ())
 
     def read(split: str) -> list[dict]:
-        source = tfds.data_source(name, split=split)
+        try:
+            source = tfds.data_source(name, split=split)
+        except Exception as e:  # pylint: disable=broad-except
+            # Not prepared and no way to prepare it here (offline, or a builder needing more).
+            raise ValueError(
+                f"TFDS could not provide {name!r} split {split!r} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); prepare it once where there is "
+                f"network (`tfds build {name}`) and set TFDS_DATA_DIR to that copy"
+            ) from None
         examples = []
         for i in range(len(source)):
             record = source[i]
