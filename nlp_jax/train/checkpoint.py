@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 
-import jax
 import orbax.checkpoint as ocp
 
 # Config entries that change the shape or meaning of what a checkpoint holds.
@@ -81,7 +80,3 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
-
-
-def is_primary() -> bool:
-    return jax.process_index() == 0
