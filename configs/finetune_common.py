@@ -43,7 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.max_seq_len = 128                # tokens per example, specials included (longer: truncated)
     c.data.tokenizer_path = ""              # random init: an existing SentencePiece model to use
-    c.data.vocab_size = 8000                # random init without tokenizer_path: train one this size
+    c.data.tokenizer_model = "unigram"      # random init without tokenizer_path: unigram | bpe | char
+    c.data.vocab_size = 8000                # ... with this many pieces (char: at most)
     c.data.num_threads = 2                  # Grain reader threads
 
     c.loss_args = ml_collections.ConfigDict()  # extra keyword arguments per loss name

@@ -37,7 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.tfds_name = ""                   # a TFDS dataset, e.g. "wikipedia/20230601.en" (corpus=tfds)
     c.data.tfds_text_key = "text"           # which feature of the TFDS records holds the text
     c.data.tokenizer_path = ""              # an existing SentencePiece model; empty: train one into WORKDIR/tokenizer
-    c.data.vocab_size = 8000 if cpu_run else 32000  # SentencePiece vocabulary size when training one
+    c.data.tokenizer_model = "unigram"      # SentencePiece model when training one: unigram | bpe | char
+    c.data.vocab_size = 8000 if cpu_run else 32000  # SentencePiece vocabulary size (char: at most)
     c.data.max_seq_len = 128                # tokens per example, [CLS] A [SEP] B [SEP] included
     c.data.max_predictions = 20             # masked positions per example (15% of 128, rounded up)
     c.data.mask_prob = 0.15                 # fraction of tokens to predict (80% [MASK], 10% random, 10% kept)

@@ -22,6 +22,7 @@ def make_cfg(**overrides) -> ml_collections.ConfigDict:
             tfds_name="",
             tfds_text_key="text",
             tokenizer_path="",
+            tokenizer_model="unigram",
             vocab_size=1500,
             max_seq_len=64,
             max_predictions=10,
@@ -158,6 +159,24 @@ def test_load_or_train_tokenizer_trains_once_into_workdir(tmp_path):
         make_cfg(tokenizer_path=str(tmp_path / "tokenizer")), None, must_not_train
     )
     assert explicit.vocab_size == 80
+
+
+def test_char_tokenizer_one_piece_per_character(tmp_path):
+    sentences = chinese_sentences()
+    chars = set("".join(sentences)) - {"，"}  # NFKC folds the full-width comma into ","
+    # vocab_size is only an upper bound for a char model: one piece per character, plus specials.
+    tok = data.load_or_train_tokenizer(
+        make_cfg(tokenizer_model="char", vocab_size=1000), str(tmp_path), lambda: sentences
+    )
+    assert tok.vocab_size == len(chars) + 1 + 5  # + "," + the five specials
+    text = "我们在新的一年去公园散步，充满希望。"
+    ids, spans = tok.encode_with_offsets(text)
+    # No leading "▁" piece: each piece is exactly one character of the text.
+    assert spans == [(i, i + 1) for i in range(len(text))]
+    assert [tok.id_to_piece(i) for i in ids] == list(unicodedata.normalize("NFKC", text))
+    assert data.Tokenizer.load(str(tmp_path / "tokenizer")).encode(text) == ids
+    with pytest.raises(ValueError, match="tokenizer_model='word'.*unigram, bpe, char"):
+        data.train_tokenizer(sentences, 100, None, "word")
 
 
 def test_tokenizer_vocab_too_small_is_one_clear_error():

@@ -536,31 +536,6 @@ def encode_task(task: TaskData, split: str, tokenizer, max_seq_len: int) -> dict
     return out
 
 
-def piece_entities(labels, spans, label_names: Sequence[str]) -> set[tuple[int, int, str]]:
-    """Piece tags [L] and their character spans [L, 2] (-1: special) -> {(start, end, type)}
-    entities in character indices of the text: what the trainer scores predicted tags with. A B-X
-    piece, or an I-X piece after a piece that is not X, starts an entity; I-X pieces extend it."""
-    entities, current = set(), None
-    for label, (s, e) in zip(np.asarray(labels).tolist(), np.asarray(spans).tolist()):
-        if s < 0 or s >= e:  # specials, padding and empty pieces neither extend nor break
-            continue
-        name = label_names[label]
-        if name.startswith("I-") and current and current[2] == name[2:]:
-            current = (current[0], e, current[2])
-            continue
-        if current:
-            entities.add(current)
-        current = (s, e, name[2:]) if name[:2] in ("B-", "I-") else None
-    if current:
-        entities.add(current)
-    return entities
-
-
-def char_entities(tags: Sequence[int], label_names: Sequence[str]) -> set[tuple[int, int, str]]:
-    """Per-character tag ids -> {(start, end, type)} gold entities (rules of piece_entities)."""
-    return piece_entities(tags, [(i, i + 1) for i in range(len(tags))], label_names)
-
-
 # ----------------------------------------------------------------------------------------------
 # Batches.
 

@@ -122,8 +122,23 @@ def _write_atomically(path: str, data: bytes) -> None:
         raise
 
 
-def train_tokenizer(sentences: Iterable[str], vocab_size: int, path: str | None) -> Tokenizer:
-    """Trains a unigram SentencePiece model on `sentences`; writes it to `path` (.model) unless None."""
+MODEL_TYPES = ("unigram", "bpe", "char")
+
+
+def train_tokenizer(
+    sentences: Iterable[str], vocab_size: int, path: str | None, model_type: str = "unigram"
+) -> Tokenizer:
+    """Trains a SentencePiece model on `sentences`; writes it to `path` (.model) unless None.
+
+    model_type 'unigram' or 'bpe' learns `vocab_size` pieces; 'char' makes one piece per character
+    (as Chinese BERT tokenizes CJK text), `vocab_size` then being an upper bound: the characters
+    covering 99.95% of the text, the rarest ones becoming [UNK]."""
+    if model_type not in MODEL_TYPES:
+        raise ValueError(
+            f"data.tokenizer_model={model_type!r} is not a SentencePiece model type; choose one of "
+            f"{', '.join(MODEL_TYPES)}"
+        )
+    char = model_type == "char"
     model = io.BytesIO()
     start = time.perf_counter()
     # Fixed seed: SentencePiece otherwise samples input sentences (corpora over the cap) from
@@ -133,8 +148,10 @@ def train_tokenizer(sentences: Iterable[str], vocab_size: int, path: str | None)
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences),
             model_writer=model,
-            model_type="unigram",
+            model_type=model_type,
             vocab_size=vocab_size,
+            hard_vocab_limit=not char,  # char: as many pieces as covered characters
+            add_dummy_prefix=not char,  # a leading "▁" only helps whole-word pieces match
             character_coverage=0.9995,  # CJK: rare characters -> [UNK] instead of wasting the vocabulary
             byte_fallback=False,
             pad_id=0,
@@ -157,19 +174,22 @@ def train_tokenizer(sentences: Iterable[str], vocab_size: int, path: str | None)
             f"SentencePiece training failed ({str(e).strip()}); adjust data.vocab_size="
             f"{vocab_size} or the corpus"
         ) from None
+    tokenizer = Tokenizer(spm.SentencePieceProcessor(model_proto=model.getvalue()))
     _log.info(
-        "Trained a %d-piece SentencePiece model in %.1fs", vocab_size, time.perf_counter() - start
+        "Trained a %d-piece %s SentencePiece model in %.1fs", tokenizer.vocab_size, model_type,
+        time.perf_counter() - start,
     )
     if path is not None:
         _write_atomically(path, model.getvalue())
-    return Tokenizer(spm.SentencePieceProcessor(model_proto=model.getvalue()))
+    return tokenizer
 
 
 def load_or_train_tokenizer(
     cfg_data, workdir: str | None, sentences_fn: Callable[[], Iterable[str]]
 ) -> Tokenizer:
     """data.tokenizer_path if set; else WORKDIR/tokenizer/spm.model if present; else trains one
-    (cfg_data.vocab_size pieces) on sentences_fn() and saves it there (nowhere if workdir is None).
+    (cfg_data.tokenizer_model, at most cfg_data.vocab_size pieces) on sentences_fn() and saves it
+    there (nowhere if workdir is None).
 
     On several hosts each trains the same model from the same sentences (training is seeded) and the
     atomic rename makes the shared file whole; for large runs, train once and set tokenizer_path.
@@ -181,7 +201,9 @@ def load_or_train_tokenizer(
         if path and os.path.isfile(path):
             tokenizer = Tokenizer.load(path)
         else:
-            return train_tokenizer(sentences_fn(), cfg_data.vocab_size, path)
+            return train_tokenizer(
+                sentences_fn(), cfg_data.vocab_size, path, cfg_data.get("tokenizer_model", "unigram")
+            )
     if tokenizer.vocab_size != cfg_data.vocab_size:
         _log.warning(
             "Loaded tokenizer has %d pieces, data.vocab_size=%d; the model must use the "
