@@ -220,9 +220,9 @@ def _scan_remat(layers, x, mask, keys):
     """The layer stack as a lax.scan of a jax.checkpoint-ed layer: the backward pass keeps only each
     layer's input and recomputes the rest. Why a scan rather than a checkpoint per layer: XLA:CPU
     drops the optimisation barriers that keep a checkpoint's recomputation apart, merges it back
-    with the forward pass and saves every activation anyway (BERT-base 4 layers at 8x512: 2.9 GB of
-    temporaries, 3.0 GB without remat); a loop body cannot be merged that way (1.1 GB). The layers' weights
-    are stacked per call, a copy of the encoder weights that is small next to the activations."""
+    with the forward pass and saves every activation anyway (BERT-base, 4 layers, 8x512: 2.9 GB of
+    temporaries, 3.0 GB without remat); a loop body cannot be merged that way (1.1 GB). The layers'
+    weights are stacked per call, a copy that is small next to the activations."""
     graphdef = nnx.graphdef(layers[0])
     stacked = jax.tree.map(lambda *w: jnp.stack(w), *[nnx.state(layer) for layer in layers])
 
