@@ -19,6 +19,8 @@ def task(name: str, source: str = "builtin", **fields) -> ml_collections.ConfigD
     t.split_seed = 0               # seed of the built-in / held-out splits
     t.max_examples = 0             # > 0: cap each split (quick experiments)
     t.weight = 1.0                 # multi-task: share of the steps spent on this task
+    t.losses = {}                  # registered loss name -> weight; empty: the loss of the task's
+                                   # kind (classification | token_classification); see loss_modules
     t.update(fields)
     return t
 
@@ -48,7 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.num_threads = 2                  # Grain reader threads
 
     c.loss_args = ml_collections.ConfigDict()  # extra keyword arguments per loss name
-    c.loss_modules = ()                     # modules to import first (your own losses)
+    c.loss_modules = ()                     # modules to import first (your own losses, used by
+                                            # name in a task's `losses`)
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 3                      # passes over the training data

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import jax
 import numpy as np
@@ -114,6 +115,28 @@ def test_multi_task_trains_both_heads(pretrained, tmp_path):
     trained = {r["task"] for r in rows(tmp_path, "train")}
     assert trained == {"sentiment", "ner"}
     assert {r["task"] for r in rows(tmp_path, "test")} == {"sentiment", "ner"}
+
+
+def test_a_task_trains_on_its_own_losses(pretrained, tmp_path, monkeypatch):
+    (tmp_path / "my_task_losses.py").write_text(textwrap.dedent("""
+        import jax.numpy as jnp
+        from nlp_jax.losses import register
+
+        @register("logit_l2")
+        def logit_l2(outputs, batch):
+            return jnp.mean(outputs["logits"] ** 2), {}
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    c = quick(finetune_cls.get_config(), num_steps=3, log_every=1)
+    c.init_from, c.loss_modules = pretrained, ("my_task_losses",)
+    c.tasks.sentiment.losses = {"classification": 1.0, "logit_l2": 0.5}
+    finetune_and_evaluate(c, str(tmp_path / "run"))
+    train = rows(tmp_path / "run", "train")
+    assert len(train) == 3
+    for r in train:
+        assert r["loss"] == pytest.approx(r["classification_loss"] + 0.5 * r["logit_l2_loss"],
+                                          rel=1e-5)
+        assert r["logit_l2_loss"] > 0
 
 
 def run_py(*args, stdin=None):

@@ -229,12 +229,19 @@ def finetune_and_evaluate(config, workdir: str, *,
     num_steps = t.num_steps if t.num_steps > 0 else t.epochs * steps_per_epoch
     t = _with_num_steps(t, num_steps)
     tx = optim.make_optimizer(t, enc_cfg.num_layers)
-    loss_args = dict(config.get("loss_args", {}) or {})
-    # Each task trains on the loss registered under its kind (classification, token_classification).
-    steps = {n: make_steps(make_model, tx, losses.combined_loss(
-        {k.kind: 1.0}, {k.kind: {"label_smoothing": t.label_smoothing}, **loss_args}),
-        mesh, rules, seed=t.seed, schedule=optim.learning_rate_schedule(t),
-        model_kwargs={"task": n}) for n, k in task_data.items()}
+    losses.import_loss_modules(config.get("loss_modules", ()))
+    loss_args = {k: dict(v) for k, v in dict(config.get("loss_args", {}) or {}).items()}
+
+    def task_loss(name, kind):
+        # By default a task trains on the loss registered under its kind (classification,
+        # token_classification); a task's `losses` may weigh in others, e.g. one's own.
+        weights = dict(config.tasks[name].get("losses", {}) or {}) or {kind: 1.0}
+        return losses.combined_loss(weights, {kind: {"label_smoothing": t.label_smoothing},
+                                              **loss_args})
+
+    steps = {n: make_steps(make_model, tx, task_loss(n, k.kind), mesh, rules, seed=t.seed,
+                           schedule=optim.learning_rate_schedule(t), model_kwargs={"task": n})
+             for n, k in task_data.items()}
     first = next(iter(steps.values()))
     param_sh = first.state_shardings["params"]
     predictors = {n: _predict_fn(first.graphdef, n, mesh, param_sh) for n in task_data}
