@@ -18,6 +18,7 @@ def task(name: str, source: str = "builtin", **fields) -> ml_collections.ConfigD
     t.label_names = ()             # empty: inferred from the training data
     t.split_seed = 0               # seed of the built-in / held-out splits
     t.max_examples = 0             # > 0: cap each split (quick experiments)
+    t.train_examples = 0           # > 0: a seeded random subset of the training split (few-shot)
     t.weight = 1.0                 # multi-task: share of the steps spent on this task
     t.losses = {}                  # registered loss name -> weight; empty: the loss of the task's
                                    # kind (classification | token_classification); see loss_modules

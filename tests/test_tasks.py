@@ -63,6 +63,15 @@ def test_builtin_sentiment():
     assert {e["label"] for e in task.splits["train"]} == {0, 1}
     small = tasks.load_task(task_cfg(name="sentiment", max_examples=5))
     assert [len(v) for v in small.splits.values()] == [5, 5, 5]
+    # A few-shot subset: seeded, drawn from the whole training split, dev and test untouched.
+    few = [tasks.load_task(task_cfg(name="sentiment", train_examples=100))
+           for _ in range(2)]
+    assert [len(v) for v in few[0].splits.values()] == [100, sizes["dev"], sizes["test"]]
+    assert few[0].splits["dev"] == task.splits["dev"]
+    subset = [e["text"] for e in few[0].splits["train"]]
+    assert subset == [e["text"] for e in few[1].splits["train"]]
+    assert set(subset) <= texts[0] and subset != [e["text"] for e in task.splits["train"][:100]]
+    assert 20 < sum(e["label"] for e in few[0].splits["train"]) < 80
 
 
 def test_builtin_ner(ner):

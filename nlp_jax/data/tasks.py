@@ -385,7 +385,9 @@ def _files_task(cfg_task, seed: int) -> TaskData:
 def load_task(cfg_task) -> TaskData:
     """The task of `cfg_task` (fields in the module docstring): splits "train", "dev", "test".
 
-    `max_examples > 0` keeps the first that many examples of each split (quick tests, smoke runs).
+    `max_examples > 0` keeps the first that many examples of each split (quick tests, smoke runs);
+    `train_examples > 0` keeps a seeded random subset of that many training examples and every
+    dev/test example (few-shot runs, learning curves).
     """
     source = str(_cfg(cfg_task, "source", "builtin"))
     seed = int(_cfg(cfg_task, "split_seed", corpora.TASK_SPLIT_SEED))
@@ -401,6 +403,13 @@ def load_task(cfg_task) -> TaskData:
     if max_examples > 0:
         task = dataclasses.replace(
             task, splits={k: v[:max_examples] for k, v in task.splits.items()}
+        )
+    train_examples = int(_cfg(cfg_task, "train_examples", 0))
+    if 0 < train_examples < len(task.splits["train"]):
+        train = task.splits["train"]
+        keep = np.random.default_rng(seed).choice(len(train), train_examples, replace=False)
+        task = dataclasses.replace(
+            task, splits={**task.splits, "train": [train[i] for i in np.sort(keep)]}
         )
     _log.info(
         "Task %s (%s, %d labels): %s", task.name, task.kind, len(task.label_names),
