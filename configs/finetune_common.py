@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.hidden_size = 0                 # > 0 overrides the preset
     c.model.num_heads = 0                   # > 0 overrides the preset
     c.model.max_position_embeddings = 512   # longest sequence the position table covers
+    c.model.position_embedding = "absolute"  # absolute (BERT's learned table) | rotary (RoPE)
     c.model.dropout_rate = 0.1              # dropout in the encoder and before each head
     c.model.dtype = "float32"               # compute dtype ("bfloat16" on GPU/TPU)
     c.model.remat = False                   # recompute layer activations in backward

@@ -27,6 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.hidden_size = 0                 # > 0 overrides the preset's hidden size (intermediate = 4x)
     c.model.num_heads = 0                   # > 0 overrides the preset's number of attention heads
     c.model.max_position_embeddings = 512   # longest sequence the position table covers
+    c.model.position_embedding = "absolute"  # absolute (BERT's learned table) | rotary (RoPE)
     c.model.dropout_rate = 0.1              # hidden dropout, as in BERT
     c.model.dtype = "float32"               # compute dtype; "bfloat16" on GPU/TPU (params stay float32)
     c.model.remat = False                   # recompute layer activations in backward (saves memory)

@@ -2,14 +2,16 @@
 # The transfer comparison of the README: the same small encoder (`mini`, 4 layers/256 hidden)
 # fine-tuned from random weights and from our pretraining, on both built-in tasks, plus
 # all-MiniLM-L6-v2 (a published 6-layer BERT) fine-tuned the same way. Fixed seeds throughout.
-# Pretrains runs/pretrain-char first if it is missing (~30 min on a 2-core CPU).
+# Pretrains runs/pretrain-rope first if it is missing (~30 min on a 2-core CPU). Both encoders use
+# rotary position embeddings and a character tokenizer (see the README for why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-PRETRAIN=${PRETRAIN:-runs/pretrain-char}
+PRETRAIN=${PRETRAIN:-runs/pretrain-rope}
 if [ ! -d "$PRETRAIN/checkpoints" ]; then
   # One piece per character (as Chinese BERT), 3,000 steps of 32 x 128 tokens (~3 epochs).
   $PY run.py --config configs/pretrain.py --workdir "$PRETRAIN" --config.data.tokenizer_model=char \
+      --config.model.position_embedding=rotary \
       --config.train.num_steps=3000 --config.train.learning_rate=5e-4 \
       --config.train.warmup_steps=300 --config.train.eval_every=500
 fi
@@ -19,7 +21,7 @@ COMMON=(--config.train.epochs=3 --config.train.eval_every=200)
 for task in sentiment ner; do
   config=configs/finetune_$([ $task = ner ] && echo ner || echo cls).py
   $PY run.py --config $config --workdir runs/$task-random "${COMMON[@]}" \
-      --config.data.tokenizer_path=$SPM
+      --config.data.tokenizer_path=$SPM --config.model.position_embedding=rotary
   $PY run.py --config $config --workdir runs/$task-pretrained "${COMMON[@]}" \
       --config.init_from=$PRETRAIN
 done

@@ -82,3 +82,34 @@ def test_remat_same_gradients_and_less_memory():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads_r, grads)
     # 6 layers of activations (~8 MB here) vs one layer's plus the layer inputs.
     assert temp_r < 0.5 * temp, (temp_r, temp)
+
+
+def test_rotary_is_a_rotation_by_position_and_scores_depend_on_offset_only():
+    from nlp_jax.models.bert import rotary
+    rng = np.random.default_rng(0)
+    seq, d = 12, 8
+    x = rng.normal(size=(1, seq, 1, d)).astype(np.float32)
+    # By hand: pair i, as the complex number x[i] + j x[i + d/2], is multiplied by exp(j p theta_i).
+    theta = 10000.0 ** (-np.arange(d // 2) / (d // 2))
+    z = (x[..., : d // 2] + 1j * x[..., d // 2:]) * np.exp(1j * np.arange(seq)[None, :, None, None] * theta)
+    np.testing.assert_allclose(rotary(jnp.asarray(x)), np.concatenate([z.real, z.imag], -1), atol=1e-5)
+    # The same query and key vector at every position: the score of (t, s) is a function of t - s.
+    q = np.broadcast_to(rng.normal(size=(1, 1, 1, d)), (1, seq, 1, d)).astype(np.float32)
+    k = np.broadcast_to(rng.normal(size=(1, 1, 1, d)), (1, seq, 1, d)).astype(np.float32)
+    scores = np.einsum("btnd,bsnd->ts", rotary(jnp.asarray(q)), rotary(jnp.asarray(k)))
+    for offset in range(-seq + 1, seq):
+        diagonal = np.diagonal(scores, offset)
+        np.testing.assert_allclose(diagonal, diagonal[0], rtol=1e-4, atol=1e-4)
+    assert np.ptp(np.diagonal(scores, 0)) < 1e-4 < np.ptp(scores[0])   # but it does change with offset
+
+
+def test_rotary_model_has_no_position_table_and_sees_order():
+    model = _model(position_embedding="rotary")
+    assert not hasattr(model.bert.embeddings, "position_embeddings")
+    for layer in model.bert.layers:   # sharper attention than at initialisation, so order shows
+        layer.qkv.kernel[...] = layer.qkv.kernel[...] * 30
+    ids = np.array([[1, 7, 8, 9, 2]], np.int32)
+    swapped = np.array([[1, 9, 8, 7, 2]], np.int32)
+    a, b = model(ids)["sequence_output"], model(swapped)["sequence_output"]
+    # Without positions the encoder is permutation-equivariant; with them, order changes the output.
+    assert np.abs(a[0, 1] - b[0, 3]).max() > 1e-2

@@ -46,6 +46,8 @@ class BertConfig:
                                          # (the layers then run as a lax.scan, see _scan_remat)
     attention_impl: str | None = None    # None: einsum on CPU, else jax.nn.dot_product_attention's
                                          # choice; or 'einsum', 'xla', 'cudnn' (see `attention`)
+    position_embedding: str = "absolute"  # 'absolute': BERT's learned table (published checkpoints);
+                                         # 'rotary': RoPE on queries and keys (Su et al., 2021)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "BertConfig":
@@ -128,6 +130,19 @@ def attention(q, k, v, mask, implementation=None):
     return jnp.einsum("bnts,bsnd->btnd", probs, v)
 
 
+def rotary(x: jax.Array, base: float = 10000.0) -> jax.Array:
+    """Rotary position embedding (RoFormer; Su et al., 2021) of x: [batch, seq, heads, head_dim].
+
+    Rotates the pairs (x[i], x[i + head_dim/2]) of position p by the angle p * base^(-2i/head_dim),
+    so a query-key product depends on the two positions only through their offset: attending to
+    "the previous character" is one pattern to learn, not one per position as with a learned table."""
+    seq, half = x.shape[1], x.shape[-1] // 2
+    angles = jnp.arange(seq, dtype=jnp.float32)[:, None] * base ** (-jnp.arange(half) / half)
+    cos, sin = (f(angles)[None, :, None, :].astype(x.dtype) for f in (jnp.cos, jnp.sin))
+    x1, x2 = x[..., :half], x[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
 class Embeddings(nnx.Module):
     """Token + segment + position embeddings, then LayerNorm and dropout."""
 
@@ -135,15 +150,19 @@ class Embeddings(nnx.Module):
         self.cfg = cfg
         emb = lambda n, names: nnx.Embed(n, cfg.hidden_size, dtype=cfg.dtype,
                                          embedding_init=_init(cfg, names), rngs=rngs)
+        if cfg.position_embedding not in ("absolute", "rotary"):
+            raise ValueError(f"position_embedding={cfg.position_embedding!r}: choose absolute or rotary")
         self.word_embeddings = emb(cfg.vocab_size, ("vocab", "embed"))
-        self.position_embeddings = emb(cfg.max_position_embeddings, (None, "embed"))
+        if cfg.position_embedding == "absolute":
+            self.position_embeddings = emb(cfg.max_position_embeddings, (None, "embed"))
         self.token_type_embeddings = emb(cfg.type_vocab_size, (None, "embed"))
         self.layer_norm = _layer_norm(cfg, rngs)
 
     def __call__(self, input_ids, token_type_ids, dropout_rng=None):
         seq_len = input_ids.shape[1]
-        x = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-             + self.position_embeddings.embedding[:seq_len].astype(self.cfg.dtype)[None])
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        if self.cfg.position_embedding == "absolute":
+            x = x + self.position_embeddings.embedding[:seq_len].astype(self.cfg.dtype)[None]
         return dropout(self.layer_norm(x), self.cfg.dropout_rate, dropout_rng)
 
 
@@ -174,6 +193,8 @@ class Layer(nnx.Module):
         """x: [batch, seq, hidden]; mask: [batch, 1, seq, seq] bool (True = may attend)."""
         rngs = (None,) * 2 if dropout_rng is None else tuple(jax.random.split(dropout_rng))
         q, k, v = jnp.unstack(self.qkv(x), axis=2)                       # each [batch, seq, heads, head_dim]
+        if self.cfg.position_embedding == "rotary":
+            q, k = rotary(q), rotary(k)
         attn = attention(q, k, v, mask, self.cfg.attention_impl)
         x = self.attention_layer_norm(x + dropout(self.attention_output(attn), self.cfg.dropout_rate, rngs[0]))
         # BERT uses the exact (erf) GELU.

@@ -23,7 +23,8 @@ def bert_config(model_cfg, vocab_size: int) -> BertConfig:
     return BertConfig.from_preset(
         model_cfg.size, vocab_size=vocab_size, dropout_rate=model_cfg.dropout_rate,
         max_position_embeddings=model_cfg.max_position_embeddings, dtype=model_cfg.dtype,
-        remat=model_cfg.remat, **overrides)
+        remat=model_cfg.remat, position_embedding=model_cfg.get("position_embedding", "absolute"),
+        **overrides)
 
 
 def load_workdir(workdir: str, step: int | None = None):
