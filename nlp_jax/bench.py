@@ -119,11 +119,13 @@ def main(argv=None) -> dict:
     p.add_argument("--remat", action="store_true")
     p.add_argument("--max_predictions", type=int, default=None, help="default: 20 per 128 tokens, as BERT")
     p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--position_embedding", default="absolute", choices=["absolute", "rotary"])
     a = p.parse_args(argv)
     n_pred = a.max_predictions or max(1, round(a.seq * 20 / 128))  # BERT's 20 at 128, 80 at 512
 
     cfg = BertConfig.from_preset(a.model, vocab_size=a.vocab, dtype=a.dtype, remat=a.remat,
-                                 dropout_rate=a.dropout, max_position_embeddings=max(512, a.seq))
+                                 dropout_rate=a.dropout, max_position_embeddings=max(512, a.seq),
+                                 position_embedding=a.position_embedding)
     mesh_cfg = ml_collections.ConfigDict(dict(zip(parallel.MESH_AXES, map(int, a.mesh.split(",")))))
     mesh = parallel.make_mesh(mesh_cfg)
     steps = make_steps(lambda rngs: BertForPreTraining(cfg, rngs),

@@ -11,7 +11,7 @@ import pytest
 from configs import pretrain
 from nlp_jax import losses
 from nlp_jax.data import build_pretraining_data
-from nlp_jax.train.loop import train_and_evaluate
+from nlp_jax.train.loop import _check_config, train_and_evaluate
 from nlp_jax.train.pretrained import load_workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,6 +127,15 @@ def _one_line_error(out):
 def test_bad_input_gives_one_clear_line(tmp_path, args, message):
     line = _one_line_error(run_py(tmp_path / "run", *args))
     assert message in line, line
+
+
+def test_only_a_position_table_bounds_max_seq_len():
+    cfg = pretrain.get_config()
+    cfg.data.max_seq_len = cfg.model.max_position_embeddings + 1
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        _check_config(cfg)
+    cfg.model.position_embedding = "rotary"
+    _check_config(cfg)
 
 
 def test_bad_corpus_files_are_named(tmp_path):

@@ -214,7 +214,7 @@ def finetune_and_evaluate(config, workdir: str, *,
             tok_dir = d.tokenizer_path if os.path.isdir(d.tokenizer_path) else os.path.dirname(
                 d.tokenizer_path)
         enc_cfg = bert_config(config.model, tokenizer.vocab_size)
-    if d.max_seq_len > enc_cfg.max_position_embeddings:
+    if enc_cfg.position_embedding == "absolute" and d.max_seq_len > enc_cfg.max_position_embeddings:
         raise ValueError(f"data.max_seq_len={d.max_seq_len} exceeds the encoder's "
                          f"{enc_cfg.max_position_embeddings} positions; shorten it")
     features = {name: {split: tasks_lib.encode_task(task, split, tokenizer, d.max_seq_len)

@@ -36,7 +36,9 @@ def _check_config(config) -> None:
     if t.batch_size % t.grad_accum_steps:
         raise ValueError(f"train.batch_size={t.batch_size} must be divisible by "
                          f"train.grad_accum_steps={t.grad_accum_steps}")
-    if d.max_seq_len > config.model.max_position_embeddings:
+    # A rotary model has no position table, so nothing bounds its length.
+    if (config.model.get("position_embedding", "absolute") == "absolute"
+            and d.max_seq_len > config.model.max_position_embeddings):
         raise ValueError(f"data.max_seq_len={d.max_seq_len} exceeds model.max_position_embeddings="
                          f"{config.model.max_position_embeddings}; raise the latter or shorten the former")
 
