@@ -120,12 +120,14 @@ def main(argv=None) -> dict:
     p.add_argument("--max_predictions", type=int, default=None, help="default: 20 per 128 tokens, as BERT")
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--position_embedding", default="absolute", choices=["absolute", "rotary"])
+    p.add_argument("--attention", default=None, choices=["einsum", "xla", "cudnn"],
+                   help="default: einsum on CPU, jax.nn.dot_product_attention's choice elsewhere")
     a = p.parse_args(argv)
     n_pred = a.max_predictions or max(1, round(a.seq * 20 / 128))  # BERT's 20 at 128, 80 at 512
 
     cfg = BertConfig.from_preset(a.model, vocab_size=a.vocab, dtype=a.dtype, remat=a.remat,
                                  dropout_rate=a.dropout, max_position_embeddings=max(512, a.seq),
-                                 position_embedding=a.position_embedding)
+                                 position_embedding=a.position_embedding, attention_impl=a.attention)
     mesh_cfg = ml_collections.ConfigDict(dict(zip(parallel.MESH_AXES, map(int, a.mesh.split(",")))))
     mesh = parallel.make_mesh(mesh_cfg)
     steps = make_steps(lambda rngs: BertForPreTraining(cfg, rngs),
@@ -153,7 +155,8 @@ def main(argv=None) -> dict:
     dev = jax.devices()[0]
     result = {
         "model": a.model, "batch": a.batch, "seq": a.seq, "vocab": a.vocab, "dtype": a.dtype,
-        "mesh": dict(mesh.shape), "remat": a.remat, "dropout": a.dropout, "max_predictions": n_pred,
+        "mesh": dict(mesh.shape), "remat": a.remat, "attention": a.attention, "dropout": a.dropout,
+        "position_embedding": a.position_embedding, "max_predictions": n_pred,
         "tokens_per_s": round(tokens_per_s, 1), "step_s": round(step_s, 4),
         "step_s_mean": round(statistics.mean(times), 4),
         "params": int(sum(x.size for x in jax.tree.leaves(state["params"]))),
