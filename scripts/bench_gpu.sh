@@ -2,14 +2,16 @@
 # The accelerator rows of the README's speed table, in one go: BERT-base and BERT-large at 128 and
 # 512 tokens, bfloat16, XLA's and cuDNN's fused attention. One JSON line per run, appended to
 # ${1:-bench_gpu.jsonl}; a run that fails (out of memory, an attention kernel missing) prints its
-# last error line and the others go on. ~5 minutes on one H100/H200 (compilation included).
+# last error line and the others go on. Each run compiles once, then times 10 steps. Not yet run on
+# a GPU by this project (none was at hand), so the batch sizes are a first guess for 80-140 GB.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 OUT_FILE=${1:-bench_gpu.jsonl}
+ERR=$(mktemp)
 run() {
-  if ! $PY -m nlp_jax.bench --dtype bfloat16 --steps 10 --warmup 3 "$@" >>"$OUT_FILE" 2>/tmp/bench_gpu.err; then
-    echo "failed: $* :: $(grep -v '^\s*$' /tmp/bench_gpu.err | tail -1)"
+  if ! $PY -m nlp_jax.bench --dtype bfloat16 --steps 10 --warmup 3 "$@" >>"$OUT_FILE" 2>"$ERR"; then
+    echo "failed: $* :: $(grep -v '^\s*$' "$ERR" | tail -1)"
   fi
 }
 for attention in xla cudnn; do
