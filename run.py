@@ -78,4 +78,6 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
+    from nlp_jax import hugepages
+    hugepages.reexec()   # huge pages for XLA's buffers; see nlp_jax/hugepages.py
     app.run(main, flags_parser=parse_flags)

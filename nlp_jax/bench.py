@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nlp_jax import losses, parallel
+from nlp_jax import hugepages, losses, parallel
 from nlp_jax.models.bert import BertConfig, BertForPreTraining
 from nlp_jax.train import optim
 from nlp_jax.train.step import make_steps
@@ -171,4 +171,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    hugepages.reexec()   # as run.py does: huge pages for XLA's buffers
     main()
