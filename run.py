@@ -78,6 +78,6 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
-    from nlp_jax import hugepages
-    hugepages.reexec()   # huge pages for XLA's buffers; see nlp_jax/hugepages.py
+    from nlp_jax import allocator
+    allocator.keep_freed_memory()   # before JAX starts its threads; see nlp_jax/allocator.py
     app.run(main, flags_parser=parse_flags)

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nlp_jax import hugepages, losses, parallel
+from nlp_jax import allocator, losses, parallel
 from nlp_jax.models.bert import BertConfig, BertForPreTraining
 from nlp_jax.train import optim
 from nlp_jax.train.step import make_steps
@@ -144,13 +144,14 @@ def main(argv=None) -> dict:
     t = time.perf_counter()
     train = steps.train.lower(state, batch).compile()
     compile_s = time.perf_counter() - t
-    times = []
+    times, faults = [], 0
     for i in range(a.warmup + a.steps):
-        t = time.perf_counter()
+        faults_before, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
         state, metrics = train(state, batch)
         jax.block_until_ready((state, metrics))
         if i >= a.warmup:
             times.append(time.perf_counter() - t)
+            faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
     step_s = statistics.median(times)
 
     tokens_per_s = a.batch * a.seq / step_s
@@ -168,6 +169,7 @@ def main(argv=None) -> dict:
         "mfu": round(fpt * tokens_per_s / peak, 4),
         "device": f"{dev.device_kind} x{jax.device_count()}", "jax": jax.__version__,
         "compile_s": round(compile_s, 2), "peak_memory_bytes": peak_memory_bytes(),
+        "page_faults_per_step": faults // a.steps,
         "loss": round(float(metrics["loss"]), 4),
     }
     print(json.dumps(result))
@@ -175,5 +177,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    hugepages.reexec()   # as run.py does: huge pages for XLA's buffers
+    allocator.keep_freed_memory()   # as run.py does, before JAX starts its threads
     main()
