@@ -79,5 +79,5 @@ def parse_flags(argv):
 
 if __name__ == "__main__":
     from nlp_jax import allocator
-    allocator.keep_freed_memory()   # before JAX starts its threads; see nlp_jax/allocator.py
+    allocator.keep_freed_memory()   # opt-in, before JAX starts its threads: nlp_jax/allocator.py
     app.run(main, flags_parser=parse_flags)

@@ -1,21 +1,24 @@
-"""Keep freed memory in the process, so XLA:CPU does not fault its buffers in again every step.
+"""Optional: keep freed memory in the process, so XLA:CPU does not fault its buffers in every step.
 
-Why: XLA:CPU takes each step's activations and gradients from malloc and frees them at the end of
-the step. glibc hands large blocks back to the kernel on free (they are mmap-ed, or sit in the
-per-thread arenas of XLA's worker threads, which mmap anything large), so the next step faults the
-same memory in again, 4 KiB at a time, and the kernel zeroes every page. Measured on a 2-core CPU:
-358,000 page faults and 0.55 s of kernel time per BERT-base step (8 x 128; 2.15 s in all), 172,000
-and 0.3 s per step of the 4-layer model (32 x 128; 0.59 s). With the three options below both are
-zero after the first steps and the steps take 1.95 s and 0.42 s (README, "Speed").
+Why: XLA:CPU takes each step's temporaries (one block: ~0.7 GB for the 4-layer model at 32 x 128,
+~1.4 GB for BERT-base at 8 x 128) from malloc and frees them at the end of the step. glibc hands
+blocks that large back to the kernel on free (they are mmap-ed), so the next step faults the same
+memory in again, 4 KiB at a time, and the kernel zeroes every page: measured on a 2-core CPU,
+172,000 page faults and 0.3 s of kernel time in a 0.56 s step of the 4-layer model, 358,000 and
+0.55 s in a 2.15 s BERT-base step (`page_faults_per_step` in the benchmark's output).
 
 `keep_freed_memory()` sets, through mallopt(3):
-  * M_ARENA_MAX = 1: one arena for all threads; the main arena grows with brk and keeps what it has;
+  * M_ARENA_MAX = 1: one arena for all threads (XLA's worker threads would otherwise get arenas of
+    their own, which mmap anything large whatever the options below say);
   * M_MMAP_MAX = 0: no block is served by its own mmap (which free would unmap);
   * M_TRIM_THRESHOLD = 2 GiB - 1 (the largest mallopt takes): the top of the heap goes back to the
     kernel only when more than that is free at once.
-The cost: the process keeps its peak heap until it exits. Arenas are taken by threads at their
-first allocation, so call it before JAX starts its threads: `run.py` and `python -m nlp_jax.bench`
-do; in a notebook, call it in the first cell. NLP_JAX_KEEP_FREED_MEMORY=0 turns it off.
+The step's block is then reused once the heap holds room for it next to the step's outputs; until
+then the heap grows. Measured: the 4-layer model stops faulting within ~10 steps and then runs
+0.42 s per step (-25%); BERT-base was still faulting after 8 steps, with twice the resident memory
+(7.8 GB against 3.6 GB). Because of that memory cost it is off unless NLP_JAX_KEEP_FREED_MEMORY=1.
+Arenas are taken by threads at their first allocation, so it has to run before JAX starts its
+threads: `run.py` and `python -m nlp_jax.bench` call it first thing.
 """
 from __future__ import annotations
 
@@ -28,8 +31,9 @@ OPTIONS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 
 def keep_freed_memory() -> bool:
-    """Sets the options above on glibc (Linux); returns whether they were set."""
-    if os.environ.get("NLP_JAX_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+    """With NLP_JAX_KEEP_FREED_MEMORY=1, sets the options above on glibc (Linux); returns whether
+    they were set."""
+    if os.environ.get("NLP_JAX_KEEP_FREED_MEMORY") != "1" or not sys.platform.startswith("linux"):
         return False
     try:
         if os.confstr("CS_GNU_LIBC_VERSION").split()[0] != "glibc":

@@ -177,5 +177,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    allocator.keep_freed_memory()   # as run.py does, before JAX starts its threads
+    allocator.keep_freed_memory()   # opt-in (NLP_JAX_KEEP_FREED_MEMORY=1), as in run.py
     main()

@@ -1,4 +1,4 @@
-"""keep_freed_memory: a freed large block is reused, not faulted in again (nlp_jax/allocator.py)."""
+"""NLP_JAX_KEEP_FREED_MEMORY=1: a freed large block is reused, not faulted in again (nlp_jax/allocator.py)."""
 import json
 import os
 import subprocess
@@ -42,8 +42,8 @@ def second_round_faults(**env):
                     os.confstr("CS_GNU_LIBC_VERSION").split()[0] != "glibc", reason="glibc only")
 def test_freed_blocks_are_reused_without_page_faults():
     pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")
-    kept, faults = second_round_faults()
+    kept, faults = second_round_faults(NLP_JAX_KEEP_FREED_MEMORY="1")
     assert kept and faults < pages // 100
-    # The opt-out leaves glibc's default, which faults the whole block in again.
-    kept, faults = second_round_faults(NLP_JAX_KEEP_FREED_MEMORY="0")
+    # Off by default: glibc's own behaviour, which faults the whole block in again.
+    kept, faults = second_round_faults(NLP_JAX_KEEP_FREED_MEMORY="")
     assert not kept and faults > pages // 2
