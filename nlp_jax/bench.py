@@ -124,6 +124,8 @@ def main(argv=None) -> dict:
     p.add_argument("--max_predictions", type=int, default=None, help="default: 20 per 128 tokens, as BERT")
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--position_embedding", default="absolute", choices=["absolute", "rotary"])
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="write a jax.profiler trace of the timed steps to DIR (Perfetto, TensorBoard)")
     p.add_argument("--attention", default=None, choices=["einsum", "xla", "cudnn"],
                    help="default: einsum on CPU, jax.nn.dot_product_attention's choice elsewhere")
     a = p.parse_args(argv)
@@ -146,12 +148,16 @@ def main(argv=None) -> dict:
     compile_s = time.perf_counter() - t
     times, faults = [], 0
     for i in range(a.warmup + a.steps):
+        if a.profile and i == a.warmup:
+            jax.profiler.start_trace(a.profile, create_perfetto_trace=True)
         faults_before, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
         state, metrics = train(state, batch)
         jax.block_until_ready((state, metrics))
         if i >= a.warmup:
             times.append(time.perf_counter() - t)
             faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
+    if a.profile:
+        jax.profiler.stop_trace()
     step_s = statistics.median(times)
 
     tokens_per_s = a.batch * a.seq / step_s
