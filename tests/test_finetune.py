@@ -110,6 +110,7 @@ def test_multi_task_trains_both_heads(pretrained, tmp_path):
     c.tasks.ner.max_examples = 40
     c.tasks.ner.weight = 1.0
     c.init_from = pretrained
+    c.data.pack = True    # both kinds of packed rows through the whole loop (see test_model.py)
     result = finetune_and_evaluate(c, str(tmp_path))
     assert set(result) == {"sentiment", "ner"}
     trained = {r["task"] for r in rows(tmp_path, "train")}

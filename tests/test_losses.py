@@ -80,3 +80,19 @@ def test_token_classification_loss_ignores_special_and_padding_tokens():
                                                  {"labels": labels, "label_weights": label_weights})
     logp = _log_softmax(logits.astype(np.float64))
     np.testing.assert_allclose(float(loss), -(logp[0, 1, 2] + logp[0, 2, 1]) / 2, rtol=1e-5)
+
+
+def test_classification_loss_of_packed_rows_equals_one_example_per_row():
+    from nlp_jax.losses.tasks import classification_loss
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(5, 3)).astype(np.float32), np.array([0, 2, 1, 1, 0], np.int32)
+    flat = classification_loss({"logits": logits}, {"labels": labels,
+                                                    "example_weights": np.ones(5, np.float32)})
+    # The same five examples as two packed rows of up to three: slots 3 of row 1 empty (weight 0).
+    slots = np.array([[0, 1, 2], [3, 4, 0]])
+    packed = classification_loss(
+        {"logits": logits[slots]},
+        {"labels": labels[slots], "label_weights": np.array([[1, 1, 1], [1, 1, 0]], np.float32),
+         "example_weights": np.ones(2, np.float32)})
+    np.testing.assert_allclose(packed[0], flat[0], rtol=1e-6)
+    np.testing.assert_allclose(packed[1]["accuracy"], flat[1]["accuracy"], rtol=1e-6)

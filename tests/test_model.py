@@ -2,9 +2,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
+from nlp_jax.data import tasks
 from nlp_jax.models.bert import BertConfig, BertForPreTraining
+from nlp_jax.models.heads import BertForTasks
 
 
 def _model(**kw):
@@ -113,3 +116,28 @@ def test_rotary_model_has_no_position_table_and_sees_order():
     a, b = model(ids)["sequence_output"], model(swapped)["sequence_output"]
     # Without positions the encoder is permutation-equivariant; with them, order changes the output.
     assert np.abs(a[0, 1] - b[0, 3]).max() > 1e-2
+
+
+@pytest.mark.parametrize("position_embedding", ["absolute", "rotary"])
+def test_packed_rows_equal_examples_alone(position_embedding):
+    """Examples packed into one row (tasks.pack_features) get the logits they get alone."""
+    cfg = BertConfig.from_preset("tiny", vocab_size=50, position_embedding=position_embedding)
+    model = BertForTasks(cfg, {"cls": ("classification", 3), "tok": ("token_classification", 4)},
+                         nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    L, lengths = 16, [7, 5, 3]
+    mask = (np.arange(L)[None] < np.array(lengths)[:, None]).astype(np.int32)
+    ids = np.where(mask, rng.integers(5, 50, (3, L)), 0).astype(np.int32)
+    types = (mask * (np.arange(L)[None] >= 4)).astype(np.int32)     # the first example is a pair
+    alone = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    packed = tasks.pack_features({**alone, "labels": np.zeros(3, np.int32)}, pad_id=0)
+    assert len(packed["input_ids"]) == 1                                 # 15 tokens fit in 16
+    inputs = {k: packed[k] for k in ("input_ids", "token_type_ids", "attention_mask",
+                                      "position_ids", "cls_positions")}
+    cls_alone, cls_packed = model(**alone, task="cls")["logits"], model(**inputs, task="cls")["logits"]
+    tok_alone, tok_packed = model(**alone, task="tok")["logits"], model(**inputs, task="tok")["logits"]
+    for slot, start in enumerate(packed["cls_positions"][0, :3]):
+        i = lengths.index(int((packed["attention_mask"][0] == slot + 1).sum()))
+        np.testing.assert_allclose(cls_packed[0, slot], cls_alone[i], atol=1e-5)
+        np.testing.assert_allclose(tok_packed[0, start:start + lengths[i]], tok_alone[i, :lengths[i]],
+                                   atol=1e-5)

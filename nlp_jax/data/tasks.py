@@ -20,6 +20,7 @@ them with the same process-count-independent order as the pretraining pipeline.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import importlib
 import json
@@ -547,6 +548,64 @@ def encode_task(task: TaskData, split: str, tokenizer, max_seq_len: int) -> dict
 
 # ----------------------------------------------------------------------------------------------
 # Batches.
+
+
+def pack_features(features: dict[str, np.ndarray], pad_id: int, max_per_row: int = 8
+                  ) -> dict[str, np.ndarray]:
+    """Sequence packing of training features (encode_task's, N rows of L): several examples per
+    row, so that batches carry text rather than padding (the built-in tasks are 43-52% padding
+    at L = 128). Rows are filled best-fit by decreasing length, at most `max_per_row` examples
+    each; deterministic, and training shuffles the rows.
+
+    Every row: input_ids, token_type_ids [R, L] as the examples had them, one after the other;
+    attention_mask [R, L] = the example's number in the row (1, 2, ...; 0 = padding), which with
+    position_ids [R, L] (0, 1, ... per example) keeps attention and positions within each example
+    (see BertEncoder). Classification: cls_positions, labels and label_weights [R, max_per_row]
+    (label_weights 0 on empty slots). Token classification: labels and label_weights [R, L]
+    travel with their tokens (token_spans, only needed to score, are dropped)."""
+    lengths = features["attention_mask"].sum(1)
+    n_rows, L = features["input_ids"].shape
+    members: list[list[int]] = []
+    room: list[tuple[int, int]] = []          # (free tokens, row) of the rows still open, sorted
+    for i in np.argsort(-lengths, kind="stable"):
+        n = int(lengths[i])
+        j = bisect.bisect_left(room, (n, -1))  # the fullest open row that still fits
+        if j < len(room):
+            free, r = room.pop(j)
+            members[r].append(int(i))
+        else:
+            free, r = L, len(members)
+            members.append([int(i)])
+        if free - n > 0 and len(members[r]) < max_per_row:
+            bisect.insort(room, (free - n, r))
+    R, token_level = len(members), features["labels"].ndim == 2
+    out = {k: np.zeros((R, L), np.int32)
+           for k in ("input_ids", "token_type_ids", "attention_mask", "position_ids")}
+    out["input_ids"][:] = pad_id
+    if token_level:
+        out["labels"], out["label_weights"] = np.zeros((R, L), np.int32), np.zeros((R, L), np.float32)
+    else:
+        out["cls_positions"] = np.zeros((R, max_per_row), np.int32)
+        out["labels"] = np.zeros((R, max_per_row), np.int32)
+        out["label_weights"] = np.zeros((R, max_per_row), np.float32)
+    for r, row in enumerate(members):
+        start = 0
+        for slot, i in enumerate(row):
+            n = int(lengths[i])
+            span = slice(start, start + n)
+            for k in ("input_ids", "token_type_ids"):
+                out[k][r, span] = features[k][i, :n]
+            out["attention_mask"][r, span] = slot + 1
+            out["position_ids"][r, span] = np.arange(n)
+            if token_level:
+                out["labels"][r, span] = features["labels"][i, :n]
+                out["label_weights"][r, span] = features["label_weights"][i, :n]
+            else:
+                out["cls_positions"][r, slot] = start
+                out["labels"][r, slot] = features["labels"][i]
+                out["label_weights"][r, slot] = 1.0
+            start += n
+    return out
 
 
 def _gather(features: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:

@@ -27,9 +27,13 @@ def _weighted_mean(values, weights):
 
 @register("classification")
 def classification_loss(outputs, batch, label_smoothing: float = 0.0):
-    """outputs['logits'] [batch, labels]; batch['labels'] [batch]."""
+    """outputs['logits'] [batch, labels]; batch['labels'] [batch]. Packed rows (several examples
+    per row): logits [batch, k, labels], labels and label_weights [batch, k] (0 on empty slots)."""
     logits, labels = outputs["logits"], batch["labels"]
-    weights = batch.get("example_weights", jnp.ones(labels.shape, jnp.float32))
+    if "label_weights" in batch:
+        weights = batch["label_weights"].astype(jnp.float32)
+    else:
+        weights = batch.get("example_weights", jnp.ones(labels.shape, jnp.float32))
     loss = _weighted_mean(smoothed_cross_entropy(logits, labels, label_smoothing), weights)
     accuracy = _weighted_mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32), weights)
     return loss, {"accuracy": accuracy}

@@ -130,15 +130,17 @@ def attention(q, k, v, mask, implementation=None):
     return jnp.einsum("bnts,bsnd->btnd", probs, v)
 
 
-def rotary(x: jax.Array, base: float = 10000.0) -> jax.Array:
+def rotary(x: jax.Array, positions: jax.Array | None = None, base: float = 10000.0) -> jax.Array:
     """Rotary position embedding (RoFormer; Su et al., 2021) of x: [batch, seq, heads, head_dim].
 
     Rotates the pairs (x[i], x[i + head_dim/2]) of position p by the angle p * base^(-2i/head_dim),
     so a query-key product depends on the two positions only through their offset: attending to
-    "the previous character" is one pattern to learn, not one per position as with a learned table."""
+    "the previous character" is one pattern to learn, not one per position as with a learned table.
+    positions: [batch, seq] ints (packed rows restart at 0 per example); default 0, 1, ..."""
     seq, half = x.shape[1], x.shape[-1] // 2
-    angles = jnp.arange(seq, dtype=jnp.float32)[:, None] * base ** (-jnp.arange(half) / half)
-    cos, sin = (f(angles)[None, :, None, :].astype(x.dtype) for f in (jnp.cos, jnp.sin))
+    pos = jnp.arange(seq)[None] if positions is None else positions
+    angles = pos[..., None].astype(jnp.float32) * base ** (-jnp.arange(half) / half)
+    cos, sin = (f(angles)[:, :, None, :].astype(x.dtype) for f in (jnp.cos, jnp.sin))
     x1, x2 = x[..., :half], x[..., half:]
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
@@ -158,10 +160,12 @@ class Embeddings(nnx.Module):
         self.token_type_embeddings = emb(cfg.type_vocab_size, (None, "embed"))
         self.layer_norm = _layer_norm(cfg, rngs)
 
-    def __call__(self, input_ids, token_type_ids, dropout_rng=None):
+    def __call__(self, input_ids, token_type_ids, dropout_rng=None, position_ids=None):
         seq_len = input_ids.shape[1]
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-        if self.cfg.position_embedding == "absolute":
+        if self.cfg.position_embedding == "absolute" and position_ids is not None:
+            x = x + self.position_embeddings(position_ids)
+        elif self.cfg.position_embedding == "absolute":
             x = x + self.position_embeddings.embedding[:seq_len].astype(self.cfg.dtype)[None]
         return dropout(self.layer_norm(x), self.cfg.dropout_rate, dropout_rng)
 
@@ -189,12 +193,13 @@ class Layer(nnx.Module):
                                  bias_init=_zeros(("embed",)), rngs=rngs)
         self.output_layer_norm = _layer_norm(cfg, rngs)
 
-    def __call__(self, x, mask, dropout_rng=None):
-        """x: [batch, seq, hidden]; mask: [batch, 1, seq, seq] bool (True = may attend)."""
+    def __call__(self, x, mask, dropout_rng=None, positions=None):
+        """x: [batch, seq, hidden]; mask: [batch, 1, 1 or seq, seq] bool (True = may attend);
+        positions: [batch, seq] (rotary only; None = 0, 1, ...)."""
         rngs = (None,) * 2 if dropout_rng is None else tuple(jax.random.split(dropout_rng))
         q, k, v = jnp.unstack(self.qkv(x), axis=2)                       # each [batch, seq, heads, head_dim]
         if self.cfg.position_embedding == "rotary":
-            q, k = rotary(q), rotary(k)
+            q, k = rotary(q, positions), rotary(k, positions)
         attn = attention(q, k, v, mask, self.cfg.attention_impl)
         x = self.attention_layer_norm(x + dropout(self.attention_output(attn), self.cfg.dropout_rate, rngs[0]))
         # BERT uses the exact (erf) GELU.
@@ -213,10 +218,17 @@ class BertEncoder(nnx.Module):
                                  kernel_init=_init(cfg, ("embed", "embed_out")),
                                  bias_init=_zeros(("embed_out",)), rngs=rngs)
 
-    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, *, dropout_rng=None):
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
+                 cls_positions=None, *, dropout_rng=None):
         """input_ids, token_type_ids, attention_mask: [batch, seq] ints.
 
-        Returns {'sequence_output': [batch, seq, hidden], 'pooled_output': [batch, hidden]}.
+        Packed rows (several examples per row, `tasks.pack_features`) also pass position_ids
+        [batch, seq] (restarting at 0 per example) and an attention_mask holding each token's
+        example number (1, 2, ...; 0 = padding): a token then attends only within its example.
+        cls_positions [batch, k]: where each example's [CLS] is; the pooler then runs at each.
+
+        Returns {'sequence_output': [batch, seq, hidden], 'pooled_output': [batch, hidden], or
+        [batch, k, hidden] with cls_positions}.
         """
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
@@ -225,19 +237,23 @@ class BertEncoder(nnx.Module):
         keys = [None] * (self.cfg.num_layers + 1)
         if dropout_rng is not None:
             keys = list(jax.random.split(dropout_rng, self.cfg.num_layers + 1))
-        x = self.embeddings(input_ids, token_type_ids, keys[0])
+        x = self.embeddings(input_ids, token_type_ids, keys[0], position_ids)
         # Keys only: padded queries still attend (to real tokens), so no row is fully masked.
         mask = (attention_mask > 0)[:, None, None, :]
+        if position_ids is not None:   # packed: also only within the query's own example
+            mask = mask & ((attention_mask[:, None, :, None] == attention_mask[:, None, None, :])
+                           | (attention_mask == 0)[:, None, :, None])
         if self.cfg.remat:
-            x = _scan_remat(self.layers, x, mask, keys[1:])
+            x = _scan_remat(self.layers, x, mask, keys[1:], position_ids)
         else:
             for layer, key in zip(self.layers, keys[1:]):
-                x = layer(x, mask, key)
-        pooled = jnp.tanh(self.pooler(x[:, 0]))
+                x = layer(x, mask, key, position_ids)
+        cls = x[:, 0] if cls_positions is None else gather_positions(x, cls_positions)
+        pooled = jnp.tanh(self.pooler(cls))
         return {"sequence_output": x, "pooled_output": pooled}
 
 
-def _scan_remat(layers, x, mask, keys):
+def _scan_remat(layers, x, mask, keys, positions=None):
     """The layer stack as a lax.scan of a jax.checkpoint-ed layer: the backward pass keeps only each
     layer's input and recomputes the rest. Why a scan rather than a checkpoint per layer: XLA:CPU
     drops the optimisation barriers that keep a checkpoint's recomputation apart, merges it back
@@ -250,7 +266,7 @@ def _scan_remat(layers, x, mask, keys):
     @jax.checkpoint
     def body(h, state_and_key):
         state, key = state_and_key
-        return nnx.merge(graphdef, state)(h, mask, key), None
+        return nnx.merge(graphdef, state)(h, mask, key, positions), None
 
     keys = None if keys[0] is None else jnp.stack(keys)
     return jax.lax.scan(body, x, (stacked, keys))[0]

@@ -38,7 +38,7 @@ from nlp_jax.models.heads import BertForTasks
 from nlp_jax.train import optim
 from nlp_jax.train.checkpoint import Checkpointer, check_compatible
 from nlp_jax.train.pretrained import bert_config, load_workdir
-from nlp_jax.train.step import make_steps
+from nlp_jax.train.step import make_steps, model_inputs
 from nlp_jax.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def load_tokenizer_dir(path: str):
 def _predict_fn(graphdef, task: str, mesh, param_sh):
     def fn(params, batch):
         model = nnx.merge(graphdef, params)
-        logits = model(**{k: batch[k] for k in model.input_keys}, task=task)["logits"]
+        logits = model(**model_inputs(model, batch), task=task)["logits"]
         return jax.nn.softmax(logits, axis=-1)
     return jax.jit(fn, in_shardings=(param_sh, parallel.batch_sharding(mesh)),
                    out_shardings=parallel.replicated(mesh))
@@ -224,7 +224,11 @@ def finetune_and_evaluate(config, workdir: str, *,
     # ---------------------------------------------------------------- model, optimiser, steps
     heads = {n: (k.kind, len(k.label_names)) for n, k in task_data.items()}
     make_model = lambda rngs: BertForTasks(enc_cfg, heads, rngs)
-    train_sizes = {n: len(f["train"]["labels"]) for n, f in features.items()}
+    # data.pack: several examples per training row (tasks.pack_features); evaluation stays one
+    # example per row, so scores are computed exactly as without packing.
+    train_features = {n: tasks_lib.pack_features(f["train"], tokenizer.pad_id) if d.get("pack")
+                      else f["train"] for n, f in features.items()}
+    train_sizes = {n: len(f["labels"]) for n, f in train_features.items()}
     steps_per_epoch = max(sum(train_sizes.values()) // t.batch_size, 1)
     num_steps = t.num_steps if t.num_steps > 0 else t.epochs * steps_per_epoch
     t = _with_num_steps(t, num_steps)
@@ -248,9 +252,9 @@ def finetune_and_evaluate(config, workdir: str, *,
 
     # ---------------------------------------------------------------- data
     p, P = jax.process_index(), jax.process_count()
-    train_iters = {n: tasks_lib.task_batches(f["train"], batch_size=t.batch_size, seed=t.seed,
+    train_iters = {n: tasks_lib.task_batches(f, batch_size=t.batch_size, seed=t.seed,
                                              shuffle=True, drop_remainder=True, process_index=p,
-                                             process_count=P) for n, f in features.items()}
+                                             process_count=P) for n, f in train_features.items()}
     eval_sets = {(n, s): tasks_lib.eval_batches(f[s], t.batch_size, p, P)
                  for n, f in features.items() for s in ("dev", "test")}
 
