@@ -229,6 +229,7 @@ def finetune_and_evaluate(config, workdir: str, *,
     train_features = {n: tasks_lib.pack_features(f["train"], tokenizer.pad_id) if d.get("pack")
                       else f["train"] for n, f in features.items()}
     train_sizes = {n: len(f["labels"]) for n, f in train_features.items()}
+    examples_per_row = {n: len(features[n]["train"]["labels"]) / train_sizes[n] for n in features}
     steps_per_epoch = max(sum(train_sizes.values()) // t.batch_size, 1)
     num_steps = t.num_steps if t.num_steps > 0 else t.epochs * steps_per_epoch
     t = _with_num_steps(t, num_steps)
@@ -301,19 +302,19 @@ def finetune_and_evaluate(config, workdir: str, *,
 
     log.info("fine-tuning %s for %d steps (%d per epoch), batch %d", task_names, num_steps,
              steps_per_epoch, t.batch_size)
-    window_start, window_steps = time.perf_counter(), 0
+    window_start, window_examples = time.perf_counter(), 0.0
     try:
         for step in range(start + 1, num_steps + 1):
             n = task_names[np.random.default_rng([t.seed, step]).choice(len(task_names),
                                                                         p=weights / weights.sum())]
             batch = parallel.global_batch(next(train_iters[n]), mesh)
             state, m = steps[n].train(state, batch)
-            window_steps += 1
+            window_examples += t.batch_size * examples_per_row[n]   # packed rows hold several
             if step % t.log_every == 0 or step == num_steps:
                 m = jax.device_get(m)
-                m["examples_per_s"] = t.batch_size * window_steps / (time.perf_counter() - window_start)
+                m["examples_per_s"] = window_examples / (time.perf_counter() - window_start)
                 writer.write(step, "train", {"task": n, **m} if len(task_names) > 1 else m)
-                window_start, window_steps = time.perf_counter(), 0
+                window_start, window_examples = time.perf_counter(), 0.0
             if step % eval_every == 0 or step == num_steps:
                 score = _best_score(evaluate(step, "dev", state["params"]), t)
                 if score > best_score:
