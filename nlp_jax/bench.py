@@ -80,7 +80,8 @@ def measured_matmul_peak(dtype, sizes=(1024, 2048, 4096), reps: int = 4) -> floa
 def peak_flops(dtype: str) -> tuple[float, str]:
     dev = jax.devices()[0]
     if dev.platform == "cpu":
-        return measured_matmul_peak(jnp.dtype(dtype)), f"measured {dtype} matmul, best of n^3 for n = 1024, 2048, 4096"
+        return (measured_matmul_peak(jnp.dtype(dtype)),
+                f"measured {dtype} matmul, best of n^3 for n = 1024, 2048, 4096")
     kind = dev.device_kind.lower()
     for key, (bf16, fp32) in PEAK_FLOPS.items():
         if key in kind:
@@ -125,7 +126,8 @@ def main(argv=None) -> dict:
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--position_embedding", default="absolute", choices=["absolute", "rotary"])
     p.add_argument("--profile", default=None, metavar="DIR",
-                   help="write a jax.profiler trace of the timed steps to DIR (Perfetto, TensorBoard)")
+                   help="write a jax.profiler trace of the timed steps to DIR (for Perfetto, "
+                        "TensorBoard)")
     p.add_argument("--attention", default=None, choices=["einsum", "xla", "cudnn"],
                    help="default: einsum on CPU, jax.nn.dot_product_attention's choice elsewhere")
     a = p.parse_args(argv)
