@@ -1,0 +1,27 @@
+"""The speed benchmark: its FLOP count against a hand count, and a run's figures agree."""
+import math
+
+from nlp_jax import bench
+from nlp_jax.models.bert import BertConfig
+
+
+def test_flops_per_token_counts_every_matmul_weight():
+    cfg = BertConfig.from_preset("tiny", vocab_size=1000)          # 2 layers, hidden 128, mlp 512
+    h, i, v, seq, n_pred = 128, 512, 1000, 64, 10
+    # Multiply-adds per token, forward: per layer q, k, v, attention output (4 h^2), the two
+    # feed-forward matrices (2 h i), scores and values (2 seq h); the MLM head at n_pred of seq
+    # tokens (h^2 transform + h v decoder); pooler h^2 and NSP 2h once per sequence.
+    forward_macs = 2 * (4 * h * h + 2 * h * i + 2 * seq * h) + n_pred / seq * (h * h + h * v) \
+        + (h * h + 2 * h) / seq
+    assert math.isclose(bench.flops_per_token(cfg, seq, n_pred), 3 * 2 * forward_macs)
+
+
+def test_a_run_reports_consistent_figures():
+    # Data parallel over however many devices the tests run with (conftest: 8 CPU devices).
+    r = bench.main(["--model", "tiny", "--vocab", "1000", "--batch", "8", "--seq", "32",
+                    "--mesh=-1,1,1", "--steps", "2", "--warmup", "1"])
+    assert math.isclose(r["tokens_per_s"], 8 * 32 / r["step_s"], rel_tol=1e-2)   # step_s: 4 decimals
+    assert math.isclose(r["mfu"], r["flops_per_token"] * r["tokens_per_s"] / r["peak_flops"],
+                        rel_tol=1e-2)
+    assert r["max_predictions"] == 5 and r["params"] > 0 and math.isfinite(r["loss"])
+    assert r["page_faults_per_step"] >= 0 and r["peak_memory_bytes"] > 0
