@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.max_seq_len = 128                # tokens per example, specials included (longer: truncated)
     c.data.pack = False                     # training rows hold several examples each (fewer steps
-                                            # per epoch; see tasks.pack_features and README "Speed")
+                                            # per epoch; see tasks.pack_features and README "Fine-tune")
     c.data.tokenizer_path = ""              # random init: an existing SentencePiece model to use
     c.data.tokenizer_model = "unigram"      # random init without tokenizer_path: unigram | bpe | char
     c.data.vocab_size = 8000                # ... with this many pieces (char: at most)

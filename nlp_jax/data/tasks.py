@@ -564,7 +564,7 @@ def pack_features(features: dict[str, np.ndarray], pad_id: int, max_per_row: int
     (label_weights 0 on empty slots). Token classification: labels and label_weights [R, L]
     travel with their tokens (token_spans, only needed to score, are dropped)."""
     lengths = features["attention_mask"].sum(1)
-    n_rows, L = features["input_ids"].shape
+    L = features["input_ids"].shape[1]
     members: list[list[int]] = []
     room: list[tuple[int, int]] = []          # (free tokens, row) of the rows still open, sorted
     for i in np.argsort(-lengths, kind="stable"):

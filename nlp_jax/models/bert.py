@@ -163,10 +163,10 @@ class Embeddings(nnx.Module):
     def __call__(self, input_ids, token_type_ids, dropout_rng=None, position_ids=None):
         seq_len = input_ids.shape[1]
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-        if self.cfg.position_embedding == "absolute" and position_ids is not None:
-            x = x + self.position_embeddings(position_ids)
-        elif self.cfg.position_embedding == "absolute":
+        if self.cfg.position_embedding == "absolute" and position_ids is None:
             x = x + self.position_embeddings.embedding[:seq_len].astype(self.cfg.dtype)[None]
+        elif self.cfg.position_embedding == "absolute":   # packed rows: positions per example
+            x = x + self.position_embeddings(position_ids)
         return dropout(self.layer_norm(x), self.cfg.dropout_rate, dropout_rng)
 
 

@@ -37,7 +37,8 @@ def _check_config(config) -> None:
         raise ValueError(f"train.batch_size={t.batch_size} must be divisible by "
                          f"train.grad_accum_steps={t.grad_accum_steps}")
     # A rotary model has no position table, so nothing bounds its length.
-    if config.model.position_embedding == "absolute" and d.max_seq_len > config.model.max_position_embeddings:
+    if (config.model.position_embedding == "absolute"
+            and d.max_seq_len > config.model.max_position_embeddings):
         raise ValueError(f"data.max_seq_len={d.max_seq_len} exceeds model.max_position_embeddings="
                          f"{config.model.max_position_embeddings}; raise the latter or shorten the former")
 
