@@ -44,6 +44,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.max_predictions = 20             # masked positions per example (15% of 128, rounded up)
     c.data.mask_prob = 0.15                 # fraction of tokens to predict (80% [MASK], 10% random, 10% kept)
     c.data.short_seq_prob = 0.1             # chance of a shorter target length, as in BERT
+    c.data.pack = False                     # several NSP instances per training row (sequence packing;
+                                            # README "Pretrain"); evaluation stays one per row
     c.data.heldout_fraction = 0.02          # documents held out for evaluation
     c.data.split_seed = 0                   # seed of the held-out split (and of the built-in tasks' splits)
     c.data.max_documents = 0                # > 0: use only this many documents (quick experiments)

@@ -326,6 +326,56 @@ def test_make_example_shapes_and_segments():
     assert ex["next_sentence_labels"] == label
 
 
+def test_packed_rows_hold_every_instance_once_with_its_layout():
+    inst = data.create_instances(int_documents(200), IntTokenizer(), 32, 0.3, seed=0)
+    lengths = np.diff(inst.offsets)
+    rows = data.pack_instances(inst, 32, max_per_row=4)
+    assert sorted(rows.members.tolist()) == list(range(len(inst)))
+    assert len(rows) <= 1.1 * np.ceil(lengths.sum() / 32)  # nearly as few rows as tokens allow
+    assert max(len(rows.row(r)) for r in range(len(rows))) <= 4
+    cfg = data.ExampleConfig(
+        max_seq_len=32, max_predictions=6, mask_prob=0.15, vocab_size=30000, pad_id=0, mask_id=4,
+        special_ids=SPECIALS,
+    )
+    for r in range(len(rows)):
+        ex = data.make_packed_example(r, rows, inst, np.random.default_rng(r), cfg)
+        ids = unmask({k: v[None] for k, v in ex.items()})[0]
+        members, start = rows.row(r), 0
+        for slot, i in enumerate(members):
+            tokens, b_start, label = inst.instance(i)
+            span = slice(start, start + len(tokens))
+            np.testing.assert_array_equal(ids[span], tokens)
+            assert (ex["attention_mask"][span] == slot + 1).all()
+            assert ex["position_ids"][span].tolist() == list(range(len(tokens)))
+            assert ex["token_type_ids"][span].tolist() == [0] * b_start + [1] * (len(tokens) - b_start)
+            assert ex["cls_positions"][slot] == start and ex["next_sentence_labels"][slot] == label
+            start += len(tokens)
+        assert (ex["attention_mask"][start:] == 0).all() and (ex["input_ids"][start:] == 0).all()
+        np.testing.assert_array_equal(ex["next_sentence_weights"], [1.0] * len(members) + [0.0] * (4 - len(members)))
+        # The row is masked as one sequence: 15% of its non-special tokens, none outside its text.
+        real = ex["masked_lm_weights"] > 0
+        text = int(np.isin(ids[:start], SPECIALS, invert=True).sum())
+        assert real.sum() == min(6, max(1, round(0.15 * text)))
+        assert (ex["masked_lm_positions"][real] < start).all()
+        assert not np.isin(ids[ex["masked_lm_positions"][real]], SPECIALS).any()
+
+
+def test_packed_loader_reads_each_row_once_per_epoch(tokenizer_path):
+    pd = build(tokenizer_path, pack=True)
+    assert pd.num_train_rows == len(pd.packed_rows) < len(pd.train_instances)
+    assert pd.text_tokens_per_row == len(pd.train_instances.tokens) / len(pd.packed_rows)
+    batches = take(pd.train_iter(), len(pd.packed_rows) // 8)
+    assert batches[0]["cls_positions"].shape == (8, 8) and batches[0]["position_ids"].shape == (8, 64)
+    index = {}
+    for r in range(len(pd.packed_rows)):
+        tokens = [pd.train_instances.instance(i)[0] for i in pd.packed_rows.row(r)]
+        index[np.concatenate(tokens).tobytes()] = r
+    order = [index[row[row > 0].tobytes()] for b in batches for row in unmask(b)]
+    assert len(set(order)) == len(order)  # distinct rows, each some packed row, within an epoch
+    # Evaluation stays one instance per row: the same batches as without packing.
+    assert_batches_equal(pd.eval_batches(), build(tokenizer_path).eval_batches())
+
+
 # ------------------------------------------------------------------------------------------------
 # Grain loader.
 

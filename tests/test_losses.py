@@ -34,6 +34,20 @@ def test_nsp_loss_is_mean_cross_entropy():
     np.testing.assert_allclose(float(metrics["next_sentence_accuracy"]), 1 / 3, rtol=1e-6)
 
 
+def test_nsp_loss_of_packed_rows_is_mean_over_real_instances():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 3, 2)).astype(np.float32)   # 2 rows of up to 3 instances
+    labels = np.array([[0, 1, 0], [1, 0, 1]], np.int32)
+    weights = np.array([[1, 1, 0], [1, 0, 0]], np.float32)   # 3 real, 3 empty slots
+    loss, metrics = losses.get("nsp")({"next_sentence_logits": logits},
+                                      {"next_sentence_labels": labels, "next_sentence_weights": weights})
+    logp = _log_softmax(logits.astype(np.float64))
+    np.testing.assert_allclose(float(loss), -(logp[0, 0, 0] + logp[0, 1, 1] + logp[1, 0, 1]) / 3,
+                               rtol=1e-6)
+    hits = (logits[0, 0].argmax() == 0) + (logits[0, 1].argmax() == 1) + (logits[1, 0].argmax() == 1)
+    np.testing.assert_allclose(float(metrics["next_sentence_accuracy"]), hits / 3, rtol=1e-6)
+
+
 def test_combined_loss_is_weighted_sum_and_reports_each_part():
     outputs = {"masked_lm_logits": np.zeros((1, 1, 4), np.float32),
                "next_sentence_logits": np.zeros((1, 2), np.float32)}

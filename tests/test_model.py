@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from nlp_jax import data, losses
 from nlp_jax.data import tasks
 from nlp_jax.models.bert import BertConfig, BertForPreTraining
 from nlp_jax.models.heads import BertForTasks
+from nlp_jax.train.step import model_inputs
 
 
 def _model(**kw):
@@ -141,3 +143,54 @@ def test_packed_rows_equal_examples_alone(position_embedding):
         np.testing.assert_allclose(cls_packed[0, slot], cls_alone[i], atol=1e-5)
         np.testing.assert_allclose(tok_packed[0, start:start + lengths[i]], tok_alone[i, :lengths[i]],
                                    atol=1e-5)
+
+
+@pytest.mark.parametrize("position_embedding", ["absolute", "rotary"])
+def test_packed_pretraining_row_equals_its_instances_alone(position_embedding):
+    """A packed pretraining row (pretraining.make_packed_example) gets, per instance, the masked-LM
+    and next-sentence logits the instance gets alone, and the same MLM + NSP loss."""
+    model = _model(position_embedding=position_embedding)
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(5, 50, n).tolist() for n in (2, 1, 1, 1, 1, 1)]   # A, B of 3 instances
+    tokens = [[2, *a, 3, *b, 3] for a, b in zip(parts[::2], parts[1::2])]   # 6, 5, 5 tokens
+    inst = data.Instances(tokens=np.concatenate(tokens).astype(np.int32),
+                          offsets=np.cumsum([0] + [len(t) for t in tokens]),
+                          segment_b_start=np.array([len(a) + 2 for a in parts[::2]], np.int32),
+                          next_sentence_labels=np.array([0, 1, 1], np.int32),
+                          document_index=np.zeros(3, np.int32))
+    cfg = data.ExampleConfig(max_seq_len=16, max_predictions=6, mask_prob=0.5, vocab_size=50,
+                             pad_id=0, mask_id=4, special_ids=(0, 1, 2, 3, 4))
+    rows = data.pack_instances(inst, 16)
+    assert len(rows) == 1                                                   # 16 tokens fit in 16
+    packed = {k: v[None] for k, v in data.make_packed_example(0, rows, inst, rng, cfg).items()}
+    alone = {k: np.zeros((3, *v.shape[1:]), v.dtype) for k, v in packed.items()
+             if k in ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
+                      "masked_lm_ids", "masked_lm_weights")}
+    alone["next_sentence_labels"] = np.zeros(3, np.int32)
+    where = []                                   # (instance, its prediction slot) per packed one
+    for slot, i in enumerate(rows.row(0)):
+        span = packed["attention_mask"][0] == slot + 1
+        n = int(span.sum())
+        alone["input_ids"][i, :n] = packed["input_ids"][0, span]
+        alone["token_type_ids"][i, :n] = packed["token_type_ids"][0, span]
+        alone["attention_mask"][i, :n] = 1
+        alone["next_sentence_labels"][i] = packed["next_sentence_labels"][0, slot]
+        start = packed["cls_positions"][0, slot]
+        for p in np.flatnonzero(packed["masked_lm_weights"][0]):
+            position = packed["masked_lm_positions"][0, p]
+            if start <= position < start + n:
+                k = int(alone["masked_lm_weights"][i].sum())
+                alone["masked_lm_positions"][i, k] = position - start
+                alone["masked_lm_ids"][i, k] = packed["masked_lm_ids"][0, p]
+                alone["masked_lm_weights"][i, k] = 1.0
+                where.append((p, i, k))
+    assert len(where) == packed["masked_lm_weights"].sum() >= 3
+    out_packed, out_alone = (model(**model_inputs(model, b)) for b in (packed, alone))
+    for p, i, k in where:
+        np.testing.assert_allclose(out_packed["masked_lm_logits"][0, p],
+                                   out_alone["masked_lm_logits"][i, k], atol=1e-5)
+    for slot, i in enumerate(rows.row(0)):
+        np.testing.assert_allclose(out_packed["next_sentence_logits"][0, slot],
+                                   out_alone["next_sentence_logits"][i], atol=1e-5)
+    loss = losses.combined_loss({"mlm": 1.0, "nsp": 1.0})
+    np.testing.assert_allclose(loss(out_packed, packed)[0], loss(out_alone, alone)[0], rtol=1e-5)

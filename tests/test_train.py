@@ -13,6 +13,7 @@ from nlp_jax import losses
 from nlp_jax.data import build_pretraining_data
 from nlp_jax.train.loop import _check_config, train_and_evaluate
 from nlp_jax.train.pretrained import load_workdir
+from nlp_jax.train.step import model_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = [  # a run small enough for a test: tiny model, few documents, short sequences
@@ -39,6 +40,7 @@ def rows(workdir, split="train"):
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     cfg = quick_config(num_steps=8, log_every=1, eval_every=4, checkpoint_every=4)
+    cfg.data.pack = True   # packed rows (the unpacked loader's resume: tests/test_data.py)
     train_and_evaluate(cfg, str(tmp_path / "straight"))
 
     class Crash(Exception):
@@ -61,9 +63,13 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     model, tokenizer, saved_cfg = load_workdir(str(tmp_path / "straight"))
     data = build_pretraining_data(saved_cfg.data, workdir=str(tmp_path / "straight"), batch_size=8,
                                   seed=0, num_eval_batches=2)
-    mlm = [float(losses.get("mlm")(model(**{k: b[k] for k in model.input_keys}), b)[0])
+    mlm = [float(losses.get("mlm")(model(**model_inputs(model, b)), b)[0])
            for b in data.eval_batches()]
     assert np.mean(mlm) == pytest.approx(rows(tmp_path / "straight", "eval")[-1]["mlm_loss"], rel=1e-5)
+    # tokens_per_s counts every position, text_tokens_per_s the text of the (packed) rows.
+    row = straight[-1]
+    assert row["text_tokens_per_s"] / row["tokens_per_s"] == pytest.approx(
+        data.text_tokens_per_row / 64)
 
 
 def test_a_loss_from_a_module_outside_nlp_jax_trains(tmp_path, monkeypatch):

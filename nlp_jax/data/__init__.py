@@ -11,9 +11,12 @@ from nlp_jax.data.pipeline import PretrainingData, build_pretraining_data
 from nlp_jax.data.pretraining import (
     ExampleConfig,
     Instances,
+    PackedRows,
     create_instances,
     make_example,
+    make_packed_example,
     mask_instance,
+    pack_instances,
 )
 from nlp_jax.data.tokenizer import (
     CLS,

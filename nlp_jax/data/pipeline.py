@@ -6,6 +6,7 @@ Global example order depends only on the seed, never on the number of processes:
 so global batch k is the P consecutive local batches kP .. kP+P-1, and process p reads the rows
 [p*B/P, (p+1)*B/P) of it. The iterator state counts global batches, so a checkpointed position also
 resumes under another process count, with the same examples and the same masks.
+With data.pack the indices are those of packed rows (several instances each, grouped once).
 """
 
 from __future__ import annotations
@@ -45,6 +46,16 @@ class PretrainingData:
     process_count: int
     num_threads: int
     prefetch: int
+    packed_rows: pretraining.PackedRows | None = None   # data.pack: training rows of several instances
+
+    @property
+    def num_train_rows(self) -> int:
+        return len(self.train_instances if self.packed_rows is None else self.packed_rows)
+
+    @property
+    def text_tokens_per_row(self) -> float:
+        """Training tokens that are text, not padding, per row (averaged over an epoch)."""
+        return len(self.train_instances.tokens) / self.num_train_rows
 
     @property
     def local_batch_size(self) -> int:
@@ -52,7 +63,7 @@ class PretrainingData:
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.train_instances) // self.batch_size
+        return self.num_train_rows // self.batch_size
 
     def train_dataset(self) -> grain.MapDataset:
         """This process's infinite MapDataset of local batches (see the module docstring)."""
@@ -60,8 +71,11 @@ class PretrainingData:
         make = functools.partial(
             pretraining.make_example, instances=self.train_instances, cfg=self.example_config
         )
+        if self.packed_rows is not None:
+            make = functools.partial(pretraining.make_packed_example, rows=self.packed_rows,
+                                     instances=self.train_instances, cfg=self.example_config)
         return (
-            grain.MapDataset.range(len(self.train_instances))
+            grain.MapDataset.range(self.num_train_rows)
             # ShuffleMapDataset reseeds with (seed + epoch) for positions past one epoch (after repeat).
             .shuffle(seed=int(shuffle_seed))
             .repeat()
@@ -86,6 +100,7 @@ class PretrainingData:
     def eval_batches(self) -> list[dict[str, np.ndarray]]:
         """num_eval_batches fixed local batches of held-out examples, identical in every call and run.
 
+        Evaluation is never packed, so packed and unpacked runs are scored on the same batches.
         Example j of the eval stream is held-out instance j mod N, masked with rng (eval_seed, j); if N is
         smaller than the number of examples, instances repeat with different masks.
         """
@@ -120,7 +135,7 @@ def build_pretraining_data(
     """Loads the corpus, loads or trains the tokenizer (in workdir), and builds the NSP instances.
 
     Every process builds everything (deterministic, a few seconds for the built-in corpus) and reads
-    its own rows of each global batch of `batch_size` examples.
+    its own rows of each global batch of `batch_size` rows (examples, or packed rows with data.pack).
     """
     if batch_size % process_count:
         raise ValueError(
@@ -143,15 +158,17 @@ def build_pretraining_data(
     heldout = pretraining.create_instances(
         corpus["heldout"], tokenizer, cfg_data.max_seq_len, cfg_data.short_seq_prob, eval_seed
     )
-    if len(train) < batch_size:
+    rows = pretraining.pack_instances(train, cfg_data.max_seq_len) if cfg_data.get("pack") else None
+    num_rows = len(train if rows is None else rows)
+    if num_rows < batch_size:
         _log.warning(
-            "Only %d training instances for a global batch of %d: every batch repeats some",
-            len(train),
+            "Only %d training rows for a global batch of %d: every batch repeats some",
+            num_rows,
             batch_size,
         )
     _log.info(
         "Pretraining data: %d train / %d held-out instances (%d / %d documents), %d train "
-        "tokens, vocab %d, built in %.1fs",
+        "tokens, vocab %d, built in %.1fs%s",
         len(train),
         len(heldout),
         len(corpus["train"]),
@@ -159,6 +176,7 @@ def build_pretraining_data(
         len(train.tokens),
         tokenizer.vocab_size,
         time.perf_counter() - start,
+        "" if rows is None else f"; packed into {len(rows)} rows",
     )
     return PretrainingData(
         tokenizer=tokenizer,
@@ -173,4 +191,5 @@ def build_pretraining_data(
         process_count=process_count,
         num_threads=cfg_data.num_threads,
         prefetch=cfg_data.prefetch,
+        packed_rows=rows,
     )

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nlp_jax.data import packing
+
 # [CLS] A [SEP] B [SEP] with non-empty A and B.
 MIN_SEQ_LEN = 5
 
@@ -254,14 +256,89 @@ def make_example(
     masked_lm_positions int32 [P], masked_lm_ids int32 [P], masked_lm_weights float32 [P],
     next_sentence_labels int32 [] (0 IsNext, 1 NotNext).
     """
-    tokens, b_start, label = instances.instance(index)
-    if len(tokens) > cfg.max_seq_len:
-        raise ValueError(
-            f"instance {index} has {len(tokens)} tokens > max_seq_len={cfg.max_seq_len}; build "
-            f"the instances with the same max_seq_len"
-        )
-    masked, positions, ids, weights = mask_instance(
-        tokens,
+    row = _make_row([index], instances, rng, cfg, slots=1)
+    keys = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
+            "masked_lm_ids", "masked_lm_weights")
+    return {**{k: row[k] for k in keys}, "next_sentence_labels": row["next_sentence_labels"][0]}
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedRows:
+    """Which instances share a training row (sequence packing), stored flat like `Instances`:
+    row r holds instances members[offsets[r]:offsets[r+1]], in that order."""
+
+    members: np.ndarray  # int32 [N]
+    offsets: np.ndarray  # int64 [R + 1]
+    max_per_row: int
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def row(self, r: int) -> np.ndarray:
+        return self.members[self.offsets[r] : self.offsets[r + 1]]
+
+
+def pack_instances(instances: Instances, max_seq_len: int, max_per_row: int = 8) -> PackedRows:
+    """Groups the instances into rows of at most max_seq_len tokens (`packing.best_fit`), once: the
+    loader shuffles the rows every epoch and masks them afresh, as it does unpacked instances."""
+    groups = packing.best_fit(np.diff(instances.offsets), max_seq_len, max_per_row)
+    return PackedRows(
+        members=np.fromiter((i for g in groups for i in g), np.int32, len(instances)),
+        offsets=np.cumsum([0] + [len(g) for g in groups], dtype=np.int64),
+        max_per_row=max_per_row,
+    )
+
+
+def make_packed_example(
+    row: int, rows: PackedRows, instances: Instances, rng: np.random.Generator, cfg: ExampleConfig
+) -> dict[str, np.ndarray]:
+    """Model input for packed row `row`: its instances one after the other, masked as one sequence
+    (the same 15% of the row's text and the same P = cfg.max_predictions as `make_example`, so the
+    masked-LM head costs no more per row). K = rows.max_per_row:
+
+    input_ids, token_type_ids int32 [L] as in make_example; attention_mask int32 [L] = the
+    instance's number in the row (1, 2, ...; 0 = padding) and position_ids int32 [L] (0, 1, ... per
+    instance), which keep attention and positions within each instance (see BertEncoder);
+    masked_lm_* [P] index the row; cls_positions int32 [K] (each instance's [CLS]),
+    next_sentence_labels int32 [K] and next_sentence_weights float32 [K] (0 on empty slots).
+    """
+    return _make_row(rows.row(row), instances, rng, cfg, slots=rows.max_per_row)
+
+
+def _make_row(
+    indices, instances: Instances, rng: np.random.Generator, cfg: ExampleConfig, slots: int
+) -> dict[str, np.ndarray]:
+    L = cfg.max_seq_len
+    out = {k: np.zeros(L, np.int32)
+           for k in ("input_ids", "token_type_ids", "attention_mask", "position_ids")}
+    out["input_ids"][:] = cfg.pad_id
+    out["cls_positions"] = np.zeros(slots, np.int32)
+    out["next_sentence_labels"] = np.zeros(slots, np.int32)
+    out["next_sentence_weights"] = np.zeros(slots, np.float32)
+    start = 0
+    for slot, index in enumerate(indices):
+        tokens, b_start, label = instances.instance(index)
+        n = len(tokens)
+        if start + n > L:
+            raise ValueError(
+                f"instance {index} has {n} tokens, more than the {L - start} left of "
+                f"max_seq_len={L}; build the instances with the same max_seq_len"
+            )
+        out["input_ids"][start : start + n] = tokens
+        out["token_type_ids"][start + b_start : start + n] = 1
+        out["attention_mask"][start : start + n] = slot + 1
+        out["position_ids"][start : start + n] = np.arange(n)
+        out["cls_positions"][slot] = start
+        out["next_sentence_labels"][slot] = label
+        out["next_sentence_weights"][slot] = 1.0
+        start += n
+    (
+        out["input_ids"][:start],
+        out["masked_lm_positions"],
+        out["masked_lm_ids"],
+        out["masked_lm_weights"],
+    ) = mask_instance(
+        out["input_ids"][:start],
         rng,
         vocab_size=cfg.vocab_size,
         mask_id=cfg.mask_id,
@@ -269,16 +346,4 @@ def make_example(
         max_predictions=cfg.max_predictions,
         mask_prob=cfg.mask_prob,
     )
-    length = len(tokens)
-    input_ids = np.full(cfg.max_seq_len, cfg.pad_id, np.int32)
-    input_ids[:length] = masked
-    position = np.arange(cfg.max_seq_len)
-    return {
-        "input_ids": input_ids,
-        "token_type_ids": ((position >= b_start) & (position < length)).astype(np.int32),
-        "attention_mask": (position < length).astype(np.int32),
-        "masked_lm_positions": positions,
-        "masked_lm_ids": ids,
-        "masked_lm_weights": weights,
-        "next_sentence_labels": np.asarray(label, np.int32),
-    }
+    return out

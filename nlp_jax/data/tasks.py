@@ -20,7 +20,6 @@ them with the same process-count-independent order as the pretraining pipeline.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import importlib
 import json
@@ -31,7 +30,7 @@ from collections.abc import Sequence
 import grain
 import numpy as np
 
-from nlp_jax.data import corpora
+from nlp_jax.data import corpora, packing
 
 _log = logging.getLogger(__name__)
 
@@ -554,8 +553,8 @@ def pack_features(features: dict[str, np.ndarray], pad_id: int, max_per_row: int
                   ) -> dict[str, np.ndarray]:
     """Sequence packing of training features (encode_task's, N rows of L): several examples per
     row, so that batches carry text rather than padding (the built-in tasks are 43-52% padding
-    at L = 128). Rows are filled best-fit by decreasing length, at most `max_per_row` examples
-    each; deterministic, and training shuffles the rows.
+    at L = 128). Rows are filled by `packing.best_fit`, at most `max_per_row` examples each;
+    deterministic, and training shuffles the rows.
 
     Every row: input_ids, token_type_ids [R, L] as the examples had them, one after the other;
     attention_mask [R, L] = the example's number in the row (1, 2, ...; 0 = padding), which with
@@ -565,19 +564,7 @@ def pack_features(features: dict[str, np.ndarray], pad_id: int, max_per_row: int
     travel with their tokens (token_spans, only needed to score, are dropped)."""
     lengths = features["attention_mask"].sum(1)
     L = features["input_ids"].shape[1]
-    members: list[list[int]] = []
-    room: list[tuple[int, int]] = []          # (free tokens, row) of the rows still open, sorted
-    for i in np.argsort(-lengths, kind="stable"):
-        n = int(lengths[i])
-        j = bisect.bisect_left(room, (n, -1))  # the fullest open row that still fits
-        if j < len(room):
-            free, r = room.pop(j)
-            members[r].append(int(i))
-        else:
-            free, r = L, len(members)
-            members.append([int(i)])
-        if free - n > 0 and len(members[r]) < max_per_row:
-            bisect.insort(room, (free - n, r))
+    members = packing.best_fit(lengths, L, max_per_row)
     R, token_level = len(members), features["labels"].ndim == 2
     out = {k: np.zeros((R, L), np.int32)
            for k in ("input_ids", "token_type_ids", "attention_mask", "position_ids")}

@@ -32,8 +32,14 @@ def masked_lm_loss(outputs, batch):
 
 @register("nsp")
 def next_sentence_loss(outputs, batch):
-    """Mean cross-entropy of IsNext (0) / NotNext (1). logits: [batch, 2]; labels: [batch]."""
+    """Mean cross-entropy of IsNext (0) / NotNext (1). logits: [batch, 2]; labels: [batch].
+
+    Packed rows: logits [batch, k, 2], labels and next_sentence_weights [batch, k]; the mean is
+    over the real instances (weight 1), so it equals the loss of the same instances unpacked."""
     logits, labels = outputs["next_sentence_logits"], batch["next_sentence_labels"]
-    loss = cross_entropy(logits, labels).mean()
-    accuracy = (jnp.argmax(logits, -1) == labels).astype(jnp.float32).mean()
-    return loss, {"next_sentence_accuracy": accuracy}
+    weights = batch.get("next_sentence_weights")
+    weights = jnp.ones(labels.shape) if weights is None else weights.astype(jnp.float32)
+    denom = jnp.maximum(weights.sum(), 1e-5)
+    loss = (cross_entropy(logits, labels) * weights).sum() / denom
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    return loss, {"next_sentence_accuracy": (correct * weights).sum() / denom}

@@ -280,7 +280,8 @@ def gather_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
 class BertForPreTraining(nnx.Module):
     """BERT with the masked-LM head (tied to the word embeddings) and the next-sentence head."""
 
-    input_keys = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions")
+    input_keys = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
+                  "position_ids", "cls_positions")
 
     def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -296,12 +297,15 @@ class BertForPreTraining(nnx.Module):
                                         bias_init=_zeros((None,)), rngs=rngs)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
-                 masked_lm_positions=None, *, dropout_rng=None):
+                 masked_lm_positions=None, position_ids=None, cls_positions=None, *,
+                 dropout_rng=None):
         """Returns the encoder outputs plus
         'masked_lm_logits' [batch, n_predictions, vocab] (float32; only at masked_lm_positions, the
         ~15% of tokens the loss needs, which saves most of the vocabulary matmul) and
-        'next_sentence_logits' [batch, 2] (float32)."""
-        out = self.bert(input_ids, token_type_ids, attention_mask, dropout_rng=dropout_rng)
+        'next_sentence_logits' [batch, 2] (float32), or [batch, k, 2] for packed rows
+        (position_ids, cls_positions [batch, k]: see BertEncoder)."""
+        out = self.bert(input_ids, token_type_ids, attention_mask, position_ids, cls_positions,
+                        dropout_rng=dropout_rng)
         x = out["sequence_output"]
         if masked_lm_positions is not None:
             x = gather_positions(x, masked_lm_positions)

@@ -17,7 +17,7 @@ import os
 import orbax.checkpoint as ocp
 
 # Config entries that change the shape or meaning of what a checkpoint holds.
-_COMPATIBILITY_KEYS = ("model", "data.vocab_size", "data.max_seq_len")
+_COMPATIBILITY_KEYS = ("model", "data.vocab_size", "data.max_seq_len", "data.pack")
 
 
 class IncompatibleCheckpointError(ValueError):

@@ -104,6 +104,7 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
     # ---------------------------------------------------------------- loop
     writer = MetricWriter(workdir, resume_step=start)
     tokens_per_batch = t.batch_size * d.max_seq_len
+    text_tokens_per_batch = t.batch_size * data.text_tokens_per_row   # padding excluded
     baseline = frequency_baseline(eval_batches)
 
     def evaluate(step):
@@ -134,6 +135,7 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
                 metrics = jax.device_get(metrics)  # the only host sync in the loop
                 elapsed = time.perf_counter() - window_start
                 metrics["tokens_per_s"] = tokens_per_batch * window_steps / max(elapsed, 1e-9)
+                metrics["text_tokens_per_s"] = text_tokens_per_batch * window_steps / max(elapsed, 1e-9)
                 row = writer.write(step, "train", metrics)
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
