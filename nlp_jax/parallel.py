@@ -95,17 +95,18 @@ def param_shardings(abstract_state, mesh, rules: dict):
         specs, shapes, is_leaf=lambda s: isinstance(s, P))
 
 
-def batch_sharding(mesh) -> NamedSharding:
-    """Leading (batch) dimension split over data and fsdp; the rest replicated."""
-    return NamedSharding(mesh, P(BATCH_AXES))
+def batch_sharding(mesh, stacked: bool = False) -> NamedSharding:
+    """Batch dimension split over data and fsdp, the rest replicated. stacked: the batch dimension
+    is the second, after a leading steps axis (train.steps_per_execution)."""
+    return NamedSharding(mesh, P(None, BATCH_AXES) if stacked else P(BATCH_AXES))
 
 
 def replicated(mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def global_batch(local_batch: dict, mesh) -> dict:
+def global_batch(local_batch: dict, mesh, stacked: bool = False) -> dict:
     """This process's rows of a batch (numpy) -> global jax.Arrays laid out along the batch axes."""
-    sharding = batch_sharding(mesh)
+    sharding = batch_sharding(mesh, stacked)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
             for k, v in local_batch.items()}

@@ -1,6 +1,8 @@
 """The speed benchmark: its FLOP count against a hand count, and a run's figures agree."""
 import math
 
+import pytest
+
 from nlp_jax import bench
 from nlp_jax.models.bert import BertConfig
 
@@ -16,10 +18,13 @@ def test_flops_per_token_counts_every_matmul_weight():
     assert math.isclose(bench.flops_per_token(cfg, seq, n_pred), 3 * 2 * forward_macs)
 
 
-def test_a_run_reports_consistent_figures():
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_a_run_reports_consistent_figures(steps_per_execution):
     # Data parallel over however many devices the tests run with (conftest: 8 CPU devices).
     r = bench.main(["--model", "tiny", "--vocab", "1000", "--batch", "8", "--seq", "32",
-                    "--mesh=-1,1,1", "--steps", "2", "--warmup", "1"])
+                    "--mesh=-1,1,1", "--steps", "2", "--warmup", "1",
+                    f"--steps_per_execution={steps_per_execution}"])
+    assert r["steps_per_execution"] == steps_per_execution
     assert math.isclose(r["tokens_per_s"], 8 * 32 / r["step_s"], rel_tol=1e-2)   # step_s: 4 decimals
     assert math.isclose(r["mfu"], r["flops_per_token"] * r["tokens_per_s"] / r["peak_flops"],
                         rel_tol=1e-2)

@@ -72,6 +72,24 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
         data.text_tokens_per_row / 64)
 
 
+def test_steps_per_execution_gives_the_losses_of_single_steps(tmp_path):
+    for k in (1, 4):
+        cfg = quick_config(num_steps=8, log_every=4, eval_every=8, checkpoint_every=4,
+                           steps_per_execution=k)
+        train_and_evaluate(cfg, str(tmp_path / str(k)))
+    single, scanned = rows(tmp_path / "1"), rows(tmp_path / "4")
+    assert [r["step"] for r in scanned] == [4, 8]
+    for a, b in zip(single, scanned):   # same batches, dropout keys and updates, one call per 4
+        for name in ("loss", "mlm_loss", "nsp_loss", "grad_norm", "learning_rate"):
+            assert b[name] == pytest.approx(a[name], rel=1e-5), (a["step"], name)
+    (a,), (b,) = rows(tmp_path / "1", "eval"), rows(tmp_path / "4", "eval")
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    # A call size that does not divide the intervals is refused, before anything runs.
+    cfg.train.steps_per_execution = 8
+    with pytest.raises(ValueError, match="must be >= 1 and divide train.log_every=4"):
+        train_and_evaluate(cfg, str(tmp_path / "4"))
+
+
 def test_a_loss_from_a_module_outside_nlp_jax_trains(tmp_path, monkeypatch):
     (tmp_path / "my_losses.py").write_text(textwrap.dedent("""
         import jax.numpy as jnp

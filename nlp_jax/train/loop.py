@@ -36,6 +36,11 @@ def _check_config(config) -> None:
     if t.batch_size % t.grad_accum_steps:
         raise ValueError(f"train.batch_size={t.batch_size} must be divisible by "
                          f"train.grad_accum_steps={t.grad_accum_steps}")
+    k = t.get("steps_per_execution", 1)
+    for name in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
+        if k < 1 or t[name] % k:
+            raise ValueError(f"train.steps_per_execution={k} must be >= 1 and divide train.{name}="
+                             f"{t[name]}; use a divisor of it")
     # A rotary model has no position table, so nothing bounds its length.
     if (config.model.position_embedding == "absolute"
             and d.max_seq_len > config.model.max_position_embeddings):
@@ -54,8 +59,8 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
                        ) -> dict:
     """Trains `config` in `workdir`; returns the last evaluation's metrics.
 
-    hooks: functions called as hook(step, state) after every step (e.g. custom logging, or an
-    early stop by raising)."""
+    hooks: functions called as hook(step, state) after every step, or after every call of
+    train.steps_per_execution steps (e.g. custom logging, or an early stop by raising)."""
     # ---------------------------------------------------------------- config & workdir
     _check_config(config)
     os.makedirs(workdir, exist_ok=True)
@@ -86,9 +91,10 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
     losses.import_loss_modules(config.loss_modules)
     loss_fn = losses.combined_loss(dict(config.losses))
     tx = optim.make_optimizer(t)
+    k = t.get("steps_per_execution", 1)   # steps per jitted call (see make_steps)
     steps = make_steps(lambda rngs: BertForPreTraining(model_cfg, rngs), tx, loss_fn, mesh, rules,
                        seed=t.seed, grad_accum_steps=t.grad_accum_steps,
-                       schedule=optim.learning_rate_schedule(t))
+                       schedule=optim.learning_rate_schedule(t), steps_per_execution=k)
 
     # ---------------------------------------------------------------- init or restore
     if latest is None:
@@ -97,6 +103,9 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
         state, data_state = ckpt.restore(latest, steps.abstract_state, config_dict)
         train_iter.set_state(data_state)
         start = latest
+        if start % k:
+            raise ValueError(f"the checkpoint at step {start} is not a multiple of "
+                             f"train.steps_per_execution={k}; resume with a divisor of {start}")
         log.info("resumed from step %d", start)
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     log.info("model: %s, %.1fM parameters", model_cfg, n_params / 1e6)
@@ -119,20 +128,22 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
     def save(step):
         ckpt.save(step, state, last_data_state, config_dict)
 
-    batches = _prefetch(train_iter, mesh, size=2)
+    batches = _prefetch(train_iter, mesh, size=2, steps_per_execution=k)
     bar = _progress_bar(t, start)
     last_data_state, result = train_iter.get_state(), {}
     window_start, window_steps = time.perf_counter(), 0
     try:
-        for step in range(start + 1, t.num_steps + 1):
+        for step in range(start + k, t.num_steps + 1, k):   # step: the last step of the call
             batch, last_data_state = next(batches)
             state, metrics = steps.train(state, batch)
-            window_steps += 1
-            if step == start + 1:  # keep compilation out of the tokens/s figures
+            window_steps += k
+            if step == start + k:  # keep compilation out of the tokens/s figures
                 jax.block_until_ready(metrics)
                 window_start, window_steps = time.perf_counter(), 0
             if step % t.log_every == 0 or step == t.num_steps:
                 metrics = jax.device_get(metrics)  # the only host sync in the loop
+                if k > 1:   # the call's last step, as with single steps
+                    metrics = {name: value[-1] for name, value in metrics.items()}
                 elapsed = time.perf_counter() - window_start
                 metrics["tokens_per_s"] = tokens_per_batch * window_steps / max(elapsed, 1e-9)
                 metrics["text_tokens_per_s"] = text_tokens_per_batch * window_steps / max(elapsed, 1e-9)
@@ -141,7 +152,7 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
                     bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
                 window_start, window_steps = time.perf_counter(), 0
             if bar is not None:
-                bar.update(1)
+                bar.update(k)
             if step % t.eval_every == 0 or step == t.num_steps:
                 result = evaluate(step)
                 log.info("step %d eval: %s", step, _fmt(result))
@@ -168,14 +179,20 @@ def _fmt(metrics: dict) -> dict:
     return {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
 
 
-def _prefetch(train_iter, mesh, size: int):
+def _prefetch(train_iter, mesh, size: int, steps_per_execution: int = 1):
     """Yields (global batch on device, iterator state after it), `size` batches ahead, so the
-    host-to-device copy of the next batch overlaps the current step."""
+    host-to-device copy of the next batch overlaps the current step. steps_per_execution > 1:
+    that many batches stacked on a leading axis, one call's worth."""
     queue = collections.deque()
 
     def put():
-        local = next(train_iter)
-        queue.append((parallel.global_batch(local, mesh), train_iter.get_state()))
+        if steps_per_execution == 1:
+            batch = parallel.global_batch(next(train_iter), mesh)
+        else:
+            local = [next(train_iter) for _ in range(steps_per_execution)]
+            batch = parallel.global_batch({name: np.stack([b[name] for b in local])
+                                           for name in local[0]}, mesh, stacked=True)
+        queue.append((batch, train_iter.get_state()))
 
     for _ in range(size):
         put()
