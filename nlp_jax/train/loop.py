@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import os
 import time
 from typing import Callable, Sequence
@@ -36,11 +37,8 @@ def _check_config(config) -> None:
     if t.batch_size % t.grad_accum_steps:
         raise ValueError(f"train.batch_size={t.batch_size} must be divisible by "
                          f"train.grad_accum_steps={t.grad_accum_steps}")
-    k = t.get("steps_per_execution", 1)
-    for name in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
-        if k < 1 or t[name] % k:
-            raise ValueError(f"train.steps_per_execution={k} must be >= 1 and divide train.{name}="
-                             f"{t[name]}; use a divisor of it")
+    if t.get("steps_per_execution", 1) < 1:
+        raise ValueError(f"train.steps_per_execution={t.steps_per_execution} must be >= 1")
     # A rotary model has no position table, so nothing bounds its length.
     if (config.model.position_embedding == "absolute"
             and d.max_seq_len > config.model.max_position_embeddings):
@@ -59,8 +57,8 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
                        ) -> dict:
     """Trains `config` in `workdir`; returns the last evaluation's metrics.
 
-    hooks: functions called as hook(step, state) after every step, or after every call of
-    train.steps_per_execution steps (e.g. custom logging, or an early stop by raising)."""
+    hooks: functions called as hook(step, state) after every jitted call: every step, or every
+    `steps_per_call` steps (e.g. custom logging, or an early stop by raising)."""
     # ---------------------------------------------------------------- config & workdir
     _check_config(config)
     os.makedirs(workdir, exist_ok=True)
@@ -91,7 +89,7 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
     losses.import_loss_modules(config.loss_modules)
     loss_fn = losses.combined_loss(dict(config.losses))
     tx = optim.make_optimizer(t)
-    k = t.get("steps_per_execution", 1)   # steps per jitted call (see make_steps)
+    k = steps_per_call(t, start=latest or 0)
     steps = make_steps(lambda rngs: BertForPreTraining(model_cfg, rngs), tx, loss_fn, mesh, rules,
                        seed=t.seed, grad_accum_steps=t.grad_accum_steps,
                        schedule=optim.learning_rate_schedule(t), steps_per_execution=k)
@@ -103,12 +101,9 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
         state, data_state = ckpt.restore(latest, steps.abstract_state, config_dict)
         train_iter.set_state(data_state)
         start = latest
-        if start % k:
-            raise ValueError(f"the checkpoint at step {start} is not a multiple of "
-                             f"train.steps_per_execution={k}; resume with a divisor of {start}")
         log.info("resumed from step %d", start)
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-    log.info("model: %s, %.1fM parameters", model_cfg, n_params / 1e6)
+    log.info("model: %s, %.1fM parameters; %d step(s) per call", model_cfg, n_params / 1e6, k)
 
     # ---------------------------------------------------------------- loop
     writer = MetricWriter(workdir, resume_step=start)
@@ -173,6 +168,15 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
                  "accuracy %.4f", result.get("masked_lm_accuracy", float("nan")), baseline,
                  result.get("next_sentence_accuracy", float("nan")))
     return result
+
+
+def steps_per_call(t, start: int = 0) -> int:
+    """Steps per jitted call (make_steps' steps_per_execution): the largest divisor of num_steps,
+    the log/eval/checkpoint intervals and the resumed step that is at most
+    train.steps_per_execution, so that every call ends where a step has to be logged, evaluated
+    or saved. The updates do not depend on it, only the speed does."""
+    g = math.gcd(t.num_steps, t.log_every, t.eval_every, t.checkpoint_every, start)
+    return max(d for d in range(1, t.get("steps_per_execution", 1) + 1) if g % d == 0)
 
 
 def _fmt(metrics: dict) -> dict:
