@@ -34,25 +34,40 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    single = subprocess.run([sys.executable, "run.py", *ARGS, "--workdir", str(tmp_path / "one")],
-                            cwd=ROOT, env=_env(2), capture_output=True, text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
-
-    port, workdir = _free_port(), str(tmp_path / "two")
+def _two_processes(workdir, *args):
+    port = _free_port()
     procs = [subprocess.Popen(
-        [sys.executable, "run.py", *ARGS, "--workdir", workdir,
+        [sys.executable, "run.py", *ARGS, *args, "--workdir", workdir,
          f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
         cwd=ROOT, env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
-    assert "on 2 process(es)" in outs[0][1]
+    return outs[0][1]
 
-    one, two = _rows(tmp_path / "one"), _rows(workdir)
+
+def _assert_same_rows(one, two):
     assert [(r["step"], r["split"]) for r in two] == [(r["step"], r["split"]) for r in one]
     for a, b in zip(one, two):
         for key in ("loss", "mlm_loss", "nsp_loss", "masked_lm_accuracy"):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    single = subprocess.run([sys.executable, "run.py", *ARGS, "--workdir", str(tmp_path / "one")],
+                            cwd=ROOT, env=_env(2), capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    workdir = str(tmp_path / "two")
+    log = _two_processes(workdir)
+    assert "on 2 process(es)" in log and "1 step(s) per call" in log
+    one = _rows(tmp_path / "one")
+    _assert_same_rows(one, _rows(workdir))
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+
+    # Logging every 2 steps lets the trainer run 2 steps per call (stacked batches, each
+    # process feeding its rows of both): the same losses at steps 2 and 4.
+    log = _two_processes(str(tmp_path / "two-scan"), "--config.train.log_every=2")
+    assert "2 step(s) per call" in log
+    _assert_same_rows([r for r in one if r["step"] % 2 == 0], _rows(tmp_path / "two-scan"))
