@@ -6,7 +6,8 @@ r"""Throughput benchmark of the real BERT pretraining step (MLM + NSP, backward,
 Builds the step exactly as the trainer does (make_steps + make_optimizer + combined_loss), feeds
 random token ids of fixed shape, compiles once, times `--steps` steps after `--warmup`, and prints
 one JSON line. `step_s` is the median step time (each step waited for; with
-`--steps_per_execution K`, each call of K steps, divided by K); `tokens_per_s` = batch * seq / step_s.
+`--steps_per_execution K`, each call of K steps, divided by K); `tokens_per_s` = batch * seq /
+step_s.
 
 Model FLOPs per token (`flops_per_token`): useful work only, fwd + bwd = 3x the forward, and a
 forward matmul costs 2 FLOPs per weight it touches, so 6 * (matmul weights touched per token):

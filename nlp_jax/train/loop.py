@@ -58,7 +58,7 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
     """Trains `config` in `workdir`; returns the last evaluation's metrics.
 
     hooks: functions called as hook(step, state) after every jitted call: every step, or every
-    `steps_per_call` steps (e.g. custom logging, or an early stop by raising)."""
+    `_steps_per_call` steps (e.g. custom logging, or an early stop by raising)."""
     # ---------------------------------------------------------------- config & workdir
     _check_config(config)
     os.makedirs(workdir, exist_ok=True)
@@ -89,7 +89,7 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
     losses.import_loss_modules(config.loss_modules)
     loss_fn = losses.combined_loss(dict(config.losses))
     tx = optim.make_optimizer(t)
-    k = steps_per_call(t, start=latest or 0)
+    k = _steps_per_call(t, start=latest or 0)
     steps = make_steps(lambda rngs: BertForPreTraining(model_cfg, rngs), tx, loss_fn, mesh, rules,
                        seed=t.seed, grad_accum_steps=t.grad_accum_steps,
                        schedule=optim.learning_rate_schedule(t), steps_per_execution=k)
@@ -140,8 +140,9 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
                 if k > 1:   # the call's last step, as with single steps
                     metrics = {name: value[-1] for name, value in metrics.items()}
                 elapsed = time.perf_counter() - window_start
-                metrics["tokens_per_s"] = tokens_per_batch * window_steps / max(elapsed, 1e-9)
-                metrics["text_tokens_per_s"] = text_tokens_per_batch * window_steps / max(elapsed, 1e-9)
+                steps_per_s = window_steps / max(elapsed, 1e-9)
+                metrics["tokens_per_s"] = tokens_per_batch * steps_per_s
+                metrics["text_tokens_per_s"] = text_tokens_per_batch * steps_per_s
                 row = writer.write(step, "train", metrics)
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
@@ -170,7 +171,7 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
     return result
 
 
-def steps_per_call(t, start: int = 0) -> int:
+def _steps_per_call(t, start: int = 0) -> int:
     """Steps per jitted call (make_steps' steps_per_execution): the largest divisor of num_steps,
     the log/eval/checkpoint intervals and the resumed step that is at most
     train.steps_per_execution, so that every call ends where a step has to be logged, evaluated
