@@ -11,6 +11,7 @@ import pytest
 from configs import pretrain
 from nlp_jax import losses
 from nlp_jax.data import build_pretraining_data
+from nlp_jax.train.checkpoint import IncompatibleCheckpointError, check_compatible
 from nlp_jax.train.loop import _check_config, train_and_evaluate
 from nlp_jax.train.pretrained import load_workdir
 from nlp_jax.train.step import model_inputs
@@ -181,6 +182,17 @@ def test_another_runs_checkpoint_is_refused_and_left_intact(tmp_path):
     assert "another run" in line and "--workdir" in line, line
     after = {f: os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tmp_path) for f in fs}
     assert after == before
+
+
+def test_packing_is_part_of_what_a_checkpoint_must_match():
+    unpacked = json.loads(pretrain.get_config().to_json_best_effort())
+    packed, older = json.loads(json.dumps(unpacked)), json.loads(json.dumps(unpacked))
+    packed["data"]["pack"] = True
+    del older["data"]["pack"]          # saved before data.pack existed: an unpacked run
+    check_compatible(older, unpacked, "runs/x")
+    for saved in (unpacked, older):
+        with pytest.raises(IncompatibleCheckpointError, match="data.pack: saved False, config True"):
+            check_compatible(saved, packed, "runs/x")
 
 
 def test_workdir_defaults_to_runs_and_the_config_name():

@@ -16,8 +16,10 @@ import os
 
 import orbax.checkpoint as ocp
 
-# Config entries that change the shape or meaning of what a checkpoint holds.
-_COMPATIBILITY_KEYS = ("model", "data.vocab_size", "data.max_seq_len", "data.pack")
+# Config entries that change the shape or meaning of what a checkpoint holds, with the value that
+# a config saved before the entry existed stands for (data.pack: such runs were unpacked).
+_COMPATIBILITY_KEYS = {"model": None, "data.vocab_size": None, "data.max_seq_len": None,
+                       "data.pack": False}
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -33,8 +35,8 @@ def _lookup(d: dict, dotted: str):
 
 
 def check_compatible(saved: dict, current: dict, directory: str) -> None:
-    for key in _COMPATIBILITY_KEYS:
-        a, b = _lookup(saved, key), _lookup(current, key)
+    for key, default in _COMPATIBILITY_KEYS.items():
+        a, b = (default if v is None else v for v in (_lookup(saved, key), _lookup(current, key)))
         if a != b:
             raise IncompatibleCheckpointError(
                 f"{directory} holds a checkpoint of another run ({key}: saved {a}, config {b}); "
