@@ -405,10 +405,11 @@ def test_loader_is_deterministic_per_seed(tokenizer_path):
     assert not np.array_equal(first[0]["input_ids"], other[0]["input_ids"])
 
 
-def test_process_shards_concatenate_to_the_global_batch(tokenizer_path):
-    whole = take(build(tokenizer_path).train_iter(), 5)
+@pytest.mark.parametrize("pack", [False, True])
+def test_process_shards_concatenate_to_the_global_batch(tokenizer_path, pack):
+    whole = take(build(tokenizer_path, pack=pack).train_iter(), 5)
     parts = [
-        take(build(tokenizer_path, process_index=p, process_count=2).train_iter(), 5)
+        take(build(tokenizer_path, process_index=p, process_count=2, pack=pack).train_iter(), 5)
         for p in (0, 1)
     ]
     for k in range(5):
