@@ -68,10 +68,10 @@ class PretrainingData:
     def train_dataset(self) -> grain.MapDataset:
         """This process's infinite MapDataset of local batches (see the module docstring)."""
         shuffle_seed, mask_seed = np.random.SeedSequence(self.seed).generate_state(2)
-        make = functools.partial(
-            pretraining.make_example, instances=self.train_instances, cfg=self.example_config
-        )
-        if self.packed_rows is not None:
+        if self.packed_rows is None:
+            make = functools.partial(pretraining.make_example, instances=self.train_instances,
+                                     cfg=self.example_config)
+        else:
             make = functools.partial(pretraining.make_packed_example, rows=self.packed_rows,
                                      instances=self.train_instances, cfg=self.example_config)
         return (

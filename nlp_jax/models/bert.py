@@ -222,7 +222,8 @@ class BertEncoder(nnx.Module):
                  cls_positions=None, *, dropout_rng=None):
         """input_ids, token_type_ids, attention_mask: [batch, seq] ints.
 
-        Packed rows (several examples per row, `tasks.pack_features`) also pass position_ids
+        Packed rows (several examples per row: `tasks.pack_features`,
+        `pretraining.make_packed_example`) also pass position_ids
         [batch, seq] (restarting at 0 per example) and an attention_mask holding each token's
         example number (1, 2, ...; 0 = padding): a token then attends only within its example.
         cls_positions [batch, k]: where each example's [CLS] is; the pooler then runs at each.
