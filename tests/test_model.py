@@ -89,6 +89,23 @@ def test_remat_same_gradients_and_less_memory():
     assert temp_r < 0.5 * temp, (temp_r, temp)
 
 
+@pytest.mark.parametrize("x_shape, kernel_shape, axes", [
+    ((2, 5, 8), (8, 3, 4, 6), (2,)),       # the fused query/key/value projection
+    ((2, 5, 4, 6), (4, 6, 8), (2, 3)),     # the attention output projection
+])
+def test_kernel_order_dot_has_the_gradients_of_dot_general(x_shape, kernel_shape, axes):
+    from nlp_jax.models.bert import kernel_order_dot
+    x = jax.random.normal(jax.random.key(0), x_shape)
+    kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+    dims = (axes, tuple(range(len(axes)))), ((), ())
+    loss = lambda dot: lambda x, k: jnp.sum(jnp.sin(dot(x, k, dims)))
+    want = jax.grad(loss(jax.lax.dot_general), (0, 1))(x, kernel)
+    got = jax.grad(loss(kernel_order_dot), (0, 1))(x, kernel)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
 def test_rotary_is_a_rotation_by_position_and_scores_depend_on_offset_only():
     from nlp_jax.models.bert import rotary
     rng = np.random.default_rng(0)

@@ -91,6 +91,23 @@ def test_steps_per_execution_gives_the_losses_of_single_steps(tmp_path):
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
 
 
+def test_gradient_clipping_scales_to_the_global_norm():
+    """Global norm 13: clipped to 1 every leaf is divided by 13, as optax's rule; below the
+    threshold the gradients pass through bit for bit."""
+    import optax
+    from nlp_jax.train import optim
+    grads = {"a": np.array([3.0, 4.0], np.float32), "b": np.array([[0.0, 12.0]], np.float32)}
+    clipped, _ = optim.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+    np.testing.assert_allclose(clipped["a"], [3 / 13, 4 / 13], rtol=1e-6)
+    np.testing.assert_allclose(clipped["b"], [[0.0, 12 / 13]], rtol=1e-6)
+    reference, _ = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+    for name in grads:
+        np.testing.assert_allclose(clipped[name], reference[name], rtol=1e-6)
+    unclipped, _ = optim.clip_by_global_norm(20.0).update(grads, optax.EmptyState())
+    for name in grads:
+        np.testing.assert_array_equal(unclipped[name], grads[name])
+
+
 def test_a_loss_from_a_module_outside_nlp_jax_trains(tmp_path, monkeypatch):
     (tmp_path / "my_losses.py").write_text(textwrap.dedent("""
         import jax.numpy as jnp

@@ -3,6 +3,7 @@ LayerNorm parameters and biases (as in BERT)."""
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -61,6 +62,19 @@ def is_frozen(path: tuple, cfg, num_layers: int) -> bool:
     return 0 < layers and depth(path, num_layers) <= layers
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """Scales the gradients by min(1, max_norm / global norm): optax.clip_by_global_norm's rule,
+    written as one multiply. optax selects between g and g / norm * max_norm per element, which
+    XLA:CPU does not fuse into the AdamW update that reads the result: the clipped gradients are
+    written out and read back, and the optimizer update on BERT-base takes 174 ms instead of 86.
+    Below the threshold the factor is exactly 1, so the gradients pass through unchanged."""
+    def update(updates, state, params=None):
+        del params
+        factor = jnp.minimum(1.0, max_norm / optax.tree.norm(updates))
+        return jax.tree.map(lambda g: g * factor.astype(g.dtype), updates), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def _scale_by_path(scale_of) -> optax.GradientTransformation:
     """Multiplies each leaf by a constant chosen from its path (constants fold into the step)."""
     def update(updates, state, params=None):
@@ -98,5 +112,5 @@ def make_optimizer(cfg, num_layers: int = 0) -> optax.GradientTransformation:
             return 0.0
         return float(llrd ** (num_layers + 1 - depth(path, num_layers)))
 
-    return optax.chain(_scale_by_path(frozen_mask), optax.clip_by_global_norm(cfg.grad_clip_norm),
+    return optax.chain(_scale_by_path(frozen_mask), clip_by_global_norm(cfg.grad_clip_norm),
                        opt, _scale_by_path(lr_scale))
