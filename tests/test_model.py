@@ -55,6 +55,17 @@ def test_dropout_only_with_a_key():
     assert not np.allclose(a["sequence_output"], c["sequence_output"])
 
 
+def test_dropout_hash_is_jax_threefry_bit_for_bit():
+    import jax.extend
+    from nlp_jax.models.bert import threefry2x32
+    key = jax.random.key_data(jax.random.key(1234))
+    counts = jax.lax.iota(jnp.uint32, 4096).reshape(64, 64)
+    want = jax.extend.random.threefry2x32_p.bind(key[0], key[1], counts, counts * 7)
+    got = jax.jit(threefry2x32)(key[0], key[1], counts, counts * 7)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
 def test_bfloat16_compute_keeps_float32_params():
     model = _model(dtype="bfloat16")
     params = nnx.state(model, nnx.Param)

@@ -15,7 +15,6 @@ import functools
 import math
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -106,9 +105,24 @@ def _uniform16(rng: jax.Array, shape: tuple) -> jax.Array:
     k = jax.random.key_data(rng)
     words = shape[:-1] + (shape[-1] // 4,)
     counts = jax.lax.iota(jnp.uint32, math.prod(words)).reshape(words)
-    b1, b2 = jax.extend.random.threefry2x32_p.bind(k[0], k[1], counts, jnp.zeros_like(counts))
+    b1, b2 = threefry2x32(k[0], k[1], counts, jnp.zeros_like(counts))
     bits = jax.lax.bitcast_convert_type(jnp.stack([b1, b2], -1), jnp.uint16)   # [..., n/4, 2, 2]
     return bits.reshape(shape)
+
+
+def threefry2x32(key0, key1, x0, x1):
+    """The Threefry-2x32 hash (20 rounds; Salmon et al., 2011), bit for bit jax.random's, written
+    out: XLA:CPU runs jax's own lowering as a 5-trip loop, one kernel and a copy of the state per
+    trip, where these few lines fuse into the one kernel that also applies the dropout mask."""
+    rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
+    ks = (key0, key1, key0 ^ key1 ^ jnp.uint32(0x1BD11BDA))
+    x0, x1 = x0 + ks[0], x1 + ks[1]
+    for i in range(5):
+        for r in rotations[i % 2]:
+            x0 = x0 + x1
+            x1 = x0 ^ ((x1 << jnp.uint32(r)) | (x1 >> jnp.uint32(32 - r)))
+        x0, x1 = x0 + ks[(i + 1) % 3], x1 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+    return x0, x1
 
 
 def kernel_order_dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
