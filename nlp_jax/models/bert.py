@@ -113,7 +113,8 @@ def _uniform16(rng: jax.Array, shape: tuple) -> jax.Array:
 def threefry2x32(key0, key1, x0, x1):
     """The Threefry-2x32 hash (20 rounds; Salmon et al., 2011), bit for bit jax.random's, written
     out: XLA:CPU runs jax's own lowering as a 5-trip loop, one kernel and a copy of the state per
-    trip, where these few lines fuse into the one kernel that also applies the dropout mask."""
+    trip, where these few lines fuse into a single kernel (for the attention probabilities, the one
+    that also applies the mask; for hidden states it writes the bits and the mask reads them)."""
     rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
     ks = (key0, key1, key0 ^ key1 ^ jnp.uint32(0x1BD11BDA))
     x0, x1 = x0 + ks[0], x1 + ks[1]
