@@ -1,6 +1,7 @@
 r"""Entry point: python run.py --config configs/<name>.py[:arg] --workdir DIR [--config.a.b=value]
 
-Flags only; the run itself is nlp_jax.train.loop.train_and_evaluate (importable from a notebook).
+Flags only; the run itself is nlp_jax.train.trainer.train_and_evaluate (importable from a notebook),
+whichever recipe the config names (config.recipe: pretrain, finetune, ...).
 Multi-host: pass --coordinator_address/--num_processes/--process_id (JAX's names), or
 --distributed to let JAX detect the cluster (Cloud TPU, SLURM, ...).
 """
@@ -45,16 +46,17 @@ def main(argv):
     if FLAGS.distributed or FLAGS.coordinator_address:
         parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                         FLAGS.process_id)
+    from nlp_jax.train.trainer import Stopped
     try:
         if FLAGS.mode == "predict":
-            from nlp_jax.train.finetune import predict_main
+            from nlp_jax.predict import predict_main
             predict_main(workdir, FLAGS.input)
-        elif FLAGS.config.task == "finetune":
-            from nlp_jax.train.finetune import finetune_and_evaluate
-            finetune_and_evaluate(FLAGS.config, workdir)
         else:
-            from nlp_jax.train.loop import train_and_evaluate
+            from nlp_jax.train.trainer import train_and_evaluate
             train_and_evaluate(FLAGS.config, workdir)
+    except Stopped as e:   # SIGTERM / SIGINT: a checkpoint was saved; the shell's exit status
+        print(f"nlp_jax: {e}", file=sys.stderr)
+        sys.exit(128 + e.signum)
     except (ValueError, KeyError, FileNotFoundError, ImportError, UnicodeDecodeError) as e:
         # Bad input: one clear line, no traceback (the message names the cause and the fix).
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

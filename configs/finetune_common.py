@@ -3,7 +3,7 @@ import ml_collections
 
 
 def task(name: str, source: str = "builtin", **fields) -> ml_collections.ConfigDict:
-    """One task: where its examples come from (see nlp_jax/data/tasks.py)."""
+    """One task: where its examples come from (see nlp_jax/data/sources.py)."""
     t = ml_collections.ConfigDict()
     t.name = name                  # builtin: sentiment | ner; tfds: the dataset name; files: any
     t.source = source              # builtin | tfds | files
@@ -28,39 +28,45 @@ def task(name: str, source: str = "builtin", **fields) -> ml_collections.ConfigD
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.task = "finetune"                     # what run.py trains
+    c.recipe = "finetune"                   # what the trainer runs (nlp_jax/train/recipes/)
     c.tasks = ml_collections.ConfigDict()   # task name -> task(...); the first one picks the best checkpoint
     c.init_from = ""                        # pretraining workdir (or its checkpoints/<step>), or a
                                             # Hugging Face BERT directory; empty: random initialisation
 
-    c.model = ml_collections.ConfigDict()   # used for random initialisation (init_from empty)
-    c.model.size = "mini"                   # preset: tiny, mini, small, medium, base, large
+    # The architecture keys (size ... position_embedding) are for random initialisation; with
+    # init_from the checkpoint's architecture is used, and a key set here must agree with it.
+    c.model = ml_collections.ConfigDict()
+    c.model.size = ""                       # preset: tiny, mini, small, medium, base, large ("": mini)
     c.model.num_layers = 0                  # > 0 overrides the preset
     c.model.hidden_size = 0                 # > 0 overrides the preset
     c.model.num_heads = 0                   # > 0 overrides the preset
-    c.model.max_position_embeddings = 512   # longest sequence the position table covers
-    c.model.position_embedding = "absolute"  # absolute (BERT's learned table) | rotary (RoPE)
+    c.model.max_position_embeddings = 0     # longest sequence the position table covers (0: 512)
+    c.model.position_embedding = ""         # absolute (BERT's learned table) | rotary (RoPE) ("": absolute)
     c.model.dropout_rate = 0.1              # dropout in the encoder and before each head
     c.model.dtype = "float32"               # compute dtype ("bfloat16" on GPU/TPU)
-    c.model.remat = False                   # recompute layer activations in backward
+    c.model.remat = False                   # recompute layer activations in backward (saves memory)
 
     c.data = ml_collections.ConfigDict()
     c.data.max_seq_len = 128                # tokens per example, specials included (longer: truncated)
     c.data.pack = False                     # training rows hold several examples each (fewer steps
-                                            # per epoch; see tasks.pack_features and README "Fine-tune")
+                                            # per epoch; see packing.pack_features and docs/results.md)
     c.data.tokenizer_path = ""              # random init: an existing SentencePiece model to use
     c.data.tokenizer_model = "unigram"      # random init without tokenizer_path: unigram | bpe | char
     c.data.vocab_size = 8000                # ... with this many pieces (char: at most)
     c.data.num_threads = 2                  # Grain reader threads
+    c.data.prefetch = 4                     # batches Grain prepares ahead
 
     c.loss_args = ml_collections.ConfigDict()  # extra keyword arguments per loss name
-    c.loss_modules = ()                     # modules to import first (your own losses, used by
-                                            # name in a task's `losses`)
+    c.loss_modules = ()                     # modules to import first: your own losses (used by
+                                            # name in a task's `losses`) and recipes
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 3                      # passes over the training data
     c.train.num_steps = 0                   # > 0: this many steps instead of `epochs`
-    c.train.batch_size = 32                 # global batch size
+    c.train.batch_size = 32                 # global batch size (all devices and hosts)
+    c.train.grad_accum_steps = 1            # split each batch into this many sequential micro-batches
+    c.train.steps_per_execution = 1         # at most this many optimiser steps per jitted call
+                                            # (lax.scan; same updates; one task only)
     c.train.optimizer = "adamw"             # adamw | adam | sgd
     c.train.learning_rate = 1e-4            # peak learning rate
     c.train.warmup_steps = 100              # linear warm-up
@@ -78,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.seed = 0                        # head init, dropout, data order
     c.train.log_every = 50                  # steps between train rows in metrics.jsonl
     c.train.eval_every = 0                  # steps between dev evaluations (0: every epoch)
+    c.train.checkpoint_every = 0            # steps between checkpoints (0: at every evaluation)
+    c.train.max_checkpoints = 2             # checkpoints kept (the best one is kept apart, in best/)
+    c.train.progress_bar = True             # tqdm bar with the loss
     c.train.best_metric = "accuracy"        # dev metric that picks the best checkpoint
     c.train.best_task = ""                  # whose metric (empty: the first task reporting it)
 

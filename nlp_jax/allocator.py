@@ -1,11 +1,10 @@
 """Optional: keep freed memory in the process, so XLA:CPU does not fault its buffers in every step.
 
-Why: XLA:CPU takes each step's temporaries (one block: ~0.7 GB for the 4-layer model at 32 x 128,
-~1.4 GB for BERT-base at 8 x 128) from malloc and frees them at the end of the step. glibc hands
-blocks that large back to the kernel on free (they are mmap-ed), so the next step faults the same
-memory in again, 4 KiB at a time, and the kernel zeroes every page: measured on a 2-core CPU,
-172,000 page faults and 0.3 s of kernel time in a 0.56 s step of the 4-layer model, 358,000 and
-0.55 s in a 2.15 s BERT-base step (`page_faults_per_step` in the benchmark's output).
+Why: XLA:CPU takes each step's temporaries (one large block) from malloc and frees them at the end
+of the step. glibc hands blocks that large back to the kernel on free (they are mmap-ed), so the
+next step faults the same memory in again, 4 KiB at a time, and the kernel zeroes every page: a
+large share of a CPU step goes to the kernel (`page_faults_per_step` in the benchmark's output;
+the measured figures are in docs/performance.md, "Keeping freed memory").
 
 `keep_freed_memory()` sets, through mallopt(3):
   * M_ARENA_MAX = 1: one arena for all threads (XLA's worker threads would otherwise get arenas of
@@ -14,9 +13,9 @@ memory in again, 4 KiB at a time, and the kernel zeroes every page: measured on 
   * M_TRIM_THRESHOLD = 2 GiB - 1 (the largest mallopt takes): the top of the heap goes back to the
     kernel only when more than that is free at once.
 The step's block is then reused once the heap holds room for it next to the step's outputs; until
-then the heap grows. Measured: the 4-layer model stops faulting within ~10 steps and then runs
-0.42 s per step (-25%); BERT-base was still faulting after 8 steps, with twice the resident memory
-(7.8 GB against 3.6 GB). Because of that memory cost it is off unless NLP_JAX_KEEP_FREED_MEMORY=1.
+then the heap grows. That makes the steps faster once the faults stop, but costs resident memory
+(see docs/performance.md). Because of that memory cost it is off unless NLP_JAX_KEEP_FREED_MEMORY=1;
+several steps per jitted call (`train.steps_per_execution`) removes most of the faults without it.
 Arenas are taken by threads at their first allocation, so it has to run before JAX starts its
 threads: `run.py` and `python -m nlp_jax.bench` call it first thing.
 """

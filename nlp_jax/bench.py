@@ -20,10 +20,10 @@ forward matmul costs 2 FLOPs per weight it touches, so 6 * (matmul weights touch
   * embedding lookups are gathers, not matmuls, and count zero; so do LayerNorm, GELU, softmax,
     dropout, biases and the optimizer update (elementwise work, not "useful" FLOPs).
 `mfu` = flops_per_token * tokens_per_s / peak_flops. `peak_flops`: on CPU, measured in this run as
-the fastest of several square matmuls (n = 1024, 2048, 4096; n = 1024 is fastest on a 2-core x86
-CPU, whose operands fit its caches: a single large size would understate the peak and flatter the
-MFU) in the compute dtype; on GPU/TPU, the datasheet dense peak for the device kind (PEAK_FLOPS
-below) times the device count.
+the fastest of several square matmuls (n = 1024, 2048, 4096; the smallest, whose operands fit the
+caches, can be the fastest, so a single large size would understate the peak and flatter the MFU;
+see docs/performance.md) in the compute dtype; on GPU/TPU, the datasheet dense peak for the device
+kind (PEAK_FLOPS below) times the device count.
 """
 from __future__ import annotations
 

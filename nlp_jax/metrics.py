@@ -5,9 +5,9 @@ few numbers. The definitions follow them exactly, so results are comparable with
 
   classification_report  sklearn's precision_recall_fscore_support(labels=range(n), zero_division=0)
                          plus accuracy; macro = unweighted mean over *all* named classes.
-  bio_entities           seqeval's default (non-strict, "conlleval") chunking of IOB2 tags.
   entity_report          seqeval's micro precision/recall/F1 over exact (type, start, end) matches,
-                         and the same per entity type.
+                         and the same per entity type, of entities chunked by
+                         `nlp_jax.data.bio.bio_entities` (seqeval's default, "conlleval", mode).
 
 Every value is a Python float (JSON- and TensorBoard-friendly); 0/0 is 0.0 (sklearn's
 zero_division=0, seqeval's default).
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-Entity = tuple[str, int, int]  # (type, start, end exclusive)
+from nlp_jax.data.bio import bio_entities
 
 
 def _div(num: float, den: float) -> float:
@@ -74,40 +74,6 @@ def classification_report(y_true, y_pred, label_names: Sequence[str]) -> dict[st
     for metric, values in per_class.items():
         report[f"{metric}_macro"] = float(np.mean(values)) if values else 0.0
     return report
-
-
-def _split_tag(tag: str) -> tuple[str, str]:
-    """Splits "B-PER" into ("B", "PER"), "O" into ("O", ""). Other schemes (IOBES) are rejected
-    rather than misread."""
-    if tag == "O":
-        return "O", ""
-    prefix, sep, entity_type = tag.partition("-")
-    if not sep or prefix not in ("B", "I") or not entity_type:
-        raise ValueError(f"not an IOB2 tag (O, B-<type>, I-<type>): {tag!r}")
-    return prefix, entity_type
-
-
-def bio_entities(tags: Sequence[str]) -> set[Entity]:
-    """Entities (type, start, end exclusive) of one sentence's IOB2 tags, chunked like seqeval's
-    default mode (conlleval).
-
-    Lenient on ill-formed sequences, as conlleval is, rather than dropping tokens: an I-X that does
-    not continue an X entity (after O, at the start, or after a different type) starts a new entity;
-    B-X always starts a new one, so "B-X B-X" is two entities.
-    """
-    entities: set[Entity] = set()
-    start, current = 0, None  # current: type of the open entity, None outside one
-    for i, tag in enumerate(tags):
-        prefix, entity_type = _split_tag(tag)
-        continues = prefix == "I" and entity_type == current
-        if current is not None and not continues:
-            entities.add((current, start, i))
-            current = None
-        if prefix != "O" and not continues:
-            start, current = i, entity_type
-    if current is not None:  # an entity running to the end of the sentence
-        entities.add((current, start, len(tags)))
-    return entities
 
 
 def entity_report(true_tag_seqs: Sequence[Sequence[str]],

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 
 import numpy as np
@@ -29,11 +27,8 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 
-# Run from a checkout without installing the package.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from nlp_jax.data.corpora import ner_splits, sentiment_splits  # noqa: E402
-from nlp_jax.metrics import classification_report, entity_report  # noqa: E402
+from nlp_jax.data.corpora import ner_splits, sentiment_splits
+from nlp_jax.metrics import classification_report, entity_report
 
 SENTIMENT_C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
 NER_ALPHA_GRID = (1e-7, 3e-7)  # on dev: 1e-6 gave F1 0.837, 1e-5 0.69

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The accelerator rows of the README's speed table, in one go: BERT-base and BERT-large at 128 and
-# 512 tokens, bfloat16, XLA's and cuDNN's fused attention. One JSON line per run, appended to
-# ${1:-bench_gpu.jsonl}; a run that fails (out of memory, an attention kernel missing) prints its
-# last error line and the others go on. Each run compiles once, then times 10 steps. Not yet run on
-# a GPU by this project (none was at hand), so the batch sizes are a first guess for 80-140 GB.
+# The accelerator rows of the speed table (docs/performance.md), in one go: BERT-base and
+# BERT-large at 128 and 512 tokens, bfloat16, XLA's and cuDNN's fused attention. One JSON line per
+# run, appended to ${1:-bench_gpu.jsonl}; a run that fails (out of memory, an attention kernel
+# missing) prints its last error line and the others go on. Each run compiles once, then times 10
+# steps. Not yet run on a GPU by this project (none was at hand), so the batch sizes are a first
+# guess for 80-140 GB.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}

@@ -8,8 +8,6 @@ weights (same tokenizer), one JSON line. A pretrained encoder worth its name sco
 """
 import argparse
 import json
-import os
-import sys
 
 import jax
 import ml_collections
@@ -17,14 +15,13 @@ import numpy as np
 from flax import nnx
 from sklearn.linear_model import LogisticRegression
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from nlp_jax.data import tasks  # noqa: E402
-from nlp_jax.models.bert import BertForPreTraining  # noqa: E402
-from nlp_jax.train.pretrained import load_workdir  # noqa: E402
+from nlp_jax.data import encoding, sources
+from nlp_jax.models.bert import BertForPreTraining
+from nlp_jax.train.pretrained import load_workdir
 
 
 def features(encoder, task, split, tokenizer, max_seq_len=128, batch=256):
-    f = tasks.encode_task(task, split, tokenizer, max_seq_len)
+    f = encoding.encode_task(task, split, tokenizer, max_seq_len)
     encode = jax.jit(lambda ids, tt, am: encoder(ids, tt, am))
     out = []
     for i in range(0, len(f["labels"]), batch):
@@ -43,7 +40,7 @@ def main():
     a = p.parse_args()
     model, tokenizer, _ = load_workdir(a.workdir)
     random_model = BertForPreTraining(model.cfg, nnx.Rngs(0))
-    task = tasks.load_task(ml_collections.ConfigDict(
+    task = sources.load_task(ml_collections.ConfigDict(
         dict(name="sentiment", source="builtin", max_examples=a.train_examples)))
     result = {}
     for name, m in (("pretrained", model), ("random", random_model)):

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The transfer comparison of the README: the same small encoder (`mini`, 4 layers/256 hidden)
+# The transfer comparison of docs/results.md: the same small encoder (`mini`, 4 layers/256 hidden)
 # fine-tuned from random weights and from our pretraining, on both built-in tasks (all their
 # training examples, and 1,000 of them), plus
 # all-MiniLM-L6-v2 (a published 6-layer BERT) fine-tuned the same way. Fixed seeds throughout.
 # Pretrains runs/pretrain-rope-6k first if it is missing (~1 h on a 2-core CPU). Both encoders use
-# rotary position embeddings and a character tokenizer (see the README for why).
+# rotary position embeddings and a character tokenizer (docs/results.md says why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}

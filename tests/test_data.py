@@ -1,5 +1,6 @@
 """Tests of nlp_jax.data: corpora, tokenizer, NSP/MLM examples and the Grain loader (CPU, ~10 s)."""
 
+import hashlib
 import json
 import os
 import unicodedata
@@ -433,6 +434,35 @@ def test_iterator_state_restores_the_exact_position(tokenizer_path):
     half = build(tokenizer_path, process_index=1, process_count=2).train_iter()
     half.set_state(state)
     np.testing.assert_array_equal(next(half)["input_ids"], expected[0]["input_ids"][4:])
+
+
+@pytest.mark.parametrize("pack, process_index, process_count, expected", [
+    (False, 0, 1, "01a9f1f3784da183"), (False, 1, 2, "424722617397c423"),
+    (True, 0, 1, "ee11973e385da7e4"), (True, 1, 2, "04a097b76cd898fe"),
+])
+def test_training_stream_is_pinned(pack, process_index, process_count, expected):
+    """The first batches refactors must keep: every seed's examples and masks, and where a
+    checkpointed iterator state resumes, depend on them (digests of the stream as first written;
+    tokenizer-free instances, so they do not depend on SentencePiece's training)."""
+    inst = data.create_instances(int_documents(60), IntTokenizer(), 32, 0.1, seed=0)
+    pd = data.PretrainingData(
+        tokenizer=None, train_instances=inst, heldout_instances=inst,
+        example_config=data.ExampleConfig(max_seq_len=32, max_predictions=5, mask_prob=0.15,
+                                          vocab_size=30000, pad_id=0, mask_id=4,
+                                          special_ids=SPECIALS),
+        batch_size=8, seed=7, num_eval_batches=1, eval_seed=0, process_index=process_index,
+        process_count=process_count, num_threads=2, prefetch=4,
+        packed_rows=data.pack_instances(inst, 32) if pack else None,
+    )
+    it = pd.train_iter()
+    digest = hashlib.sha256()
+    for batch in take(it, 3):
+        for k in sorted(batch):
+            digest.update(k.encode())
+            digest.update(np.ascontiguousarray(batch[k]).tobytes())
+            digest.update(str(batch[k].dtype).encode())
+    assert digest.hexdigest()[:16] == expected
+    assert it.get_state() == {"next_index": 3}
 
 
 def test_eval_batches_fixed_sharded_and_independent_of_train_seed(tokenizer_path):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from configs import finetune_cls, finetune_common, finetune_ner, pretrain
-from nlp_jax.train.finetune import finetune_and_evaluate, predict_lines
-from nlp_jax.train.loop import train_and_evaluate
+from nlp_jax.predict import predict_lines
+from nlp_jax.train.trainer import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_HF = os.path.join(ROOT, "tests", "data", "tiny_bert_pretraining")
@@ -38,6 +38,7 @@ def pretrained(tmp_path_factory):
 def quick(config, **train):
     config.data.max_seq_len = 48
     config.train.batch_size, config.train.epochs, config.train.warmup_steps = 8, 1, 2
+    config.train.progress_bar = False
     config.train.update(train)
     for t in config.tasks.values():
         t.max_examples = 40
@@ -48,7 +49,7 @@ def test_sentiment_from_our_pretraining_keeps_the_encoder_and_writes_everything(
     from nlp_jax.train.pretrained import load_workdir
     c = quick(finetune_cls.get_config(), num_steps=4, eval_every=2, learning_rate=0.0)
     c.init_from = pretrained
-    result = finetune_and_evaluate(c, str(tmp_path))
+    result = train_and_evaluate(c, str(tmp_path))
     # learning_rate 0: the encoder is exactly the pretrained one.
     pre = encoder_params(load_workdir(pretrained)[0])
     np.testing.assert_array_equal(saved_params(tmp_path, 4)["bert"]["pooler"]["kernel"],
@@ -66,7 +67,7 @@ def test_sentiment_from_our_pretraining_keeps_the_encoder_and_writes_everything(
 def test_ner_from_a_hugging_face_directory_and_predict(tmp_path):
     c = quick(finetune_ner.get_config(), num_steps=3)
     c.init_from, c.data.max_seq_len = TINY_HF, 24   # the tiny checkpoint has 24 positions
-    result = finetune_and_evaluate(c, str(tmp_path))
+    result = train_and_evaluate(c, str(tmp_path))
     assert {"entity_precision", "entity_recall", "entity_f1"} <= set(result["ner"])
     assert os.path.exists(tmp_path / "tokenizer" / "vocab.txt")
     out = list(predict_lines(str(tmp_path), ["江泽民在北京会见了新华社记者。", "今天天气很好。"]))
@@ -94,9 +95,9 @@ def test_frozen_encoder_trains_only_the_head(pretrained, tmp_path):
     c = quick(finetune_cls.get_config(), num_steps=2, freeze="encoder", learning_rate=1e-2,
               warmup_steps=0)
     c.init_from = pretrained
-    finetune_and_evaluate(c, str(tmp_path / "frozen"))
+    train_and_evaluate(c, str(tmp_path / "frozen"))
     c.train.freeze = "none"
-    finetune_and_evaluate(c, str(tmp_path / "full"))
+    train_and_evaluate(c, str(tmp_path / "full"))
     frozen, full = saved_params(tmp_path / "frozen", 2), saved_params(tmp_path / "full", 2)
     pre = encoder_params(load_workdir(pretrained)[0])
     # Weight decay would move a frozen kernel too: it must not.
@@ -111,7 +112,7 @@ def test_multi_task_trains_both_heads(pretrained, tmp_path):
     c.tasks.ner.weight = 1.0
     c.init_from = pretrained
     c.data.pack = True    # both kinds of packed rows through the whole loop (see test_model.py)
-    result = finetune_and_evaluate(c, str(tmp_path))
+    result = train_and_evaluate(c, str(tmp_path))
     assert set(result) == {"sentiment", "ner"}
     trained = {r["task"] for r in rows(tmp_path, "train")}
     assert trained == {"sentiment", "ner"}
@@ -131,7 +132,7 @@ def test_a_task_trains_on_its_own_losses(pretrained, tmp_path, monkeypatch):
     c = quick(finetune_cls.get_config(), num_steps=3, log_every=1)
     c.init_from, c.loss_modules = pretrained, ("my_task_losses",)
     c.tasks.sentiment.losses = {"classification": 1.0, "logit_l2": 0.5}
-    finetune_and_evaluate(c, str(tmp_path / "run"))
+    train_and_evaluate(c, str(tmp_path / "run"))
     train = rows(tmp_path / "run", "train")
     assert len(train) == 3
     for r in train:
@@ -219,7 +220,45 @@ def test_glue_config_runs_on_tfds_mock_data(tmp_path):
     c = quick(finetune_glue.get_config("mrpc"), num_steps=2)   # sentence pairs
     c.init_from, c.data.max_seq_len = TINY_HF, 24
     with tfds.testing.mock_data(num_examples=24):
-        result = finetune_and_evaluate(c, str(tmp_path))
+        result = train_and_evaluate(c, str(tmp_path))
     assert {"accuracy", "f1_macro", "f1/equivalent", "f1/not_equivalent"} <= set(result["mrpc"])
     with open(tmp_path / "predictions" / "mrpc_test.jsonl") as f:
         assert len(f.readlines()) == 24   # GLUE's validation split serves as the test split
+
+
+def test_fine_tuning_killed_after_a_checkpoint_resumes_exactly(tmp_path):
+    """Crashed two steps after the step-4 checkpoint, then the same call again: identical train
+    losses, dev figures, best checkpoint and test figures."""
+    c = quick(finetune_cls.get_config(), num_steps=8, eval_every=4, log_every=1)
+    c.init_from, c.data.max_seq_len = TINY_HF, 24
+    straight = train_and_evaluate(c, str(tmp_path / "straight"))
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_6(step, state):
+        if step == 6:
+            raise Crash
+    with pytest.raises(Crash):
+        train_and_evaluate(c, str(tmp_path / "resumed"), hooks=[crash_at_6])
+    assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["4"]
+    resumed = train_and_evaluate(c, str(tmp_path / "resumed"))
+    assert resumed == straight
+    timing = lambda rs: [{k: v for k, v in r.items() if k != "examples_per_s"} for r in rs]
+    for split in ("train", "dev", "test"):
+        assert timing(rows(tmp_path / "resumed", split)) == timing(rows(tmp_path / "straight", split))
+
+
+def test_fine_tuning_steps_per_execution_and_grad_accumulation(tmp_path):
+    """K steps per call give the updates of single steps; gradient accumulation is applied (its
+    micro-batches draw their own dropout keys, so it is compared without dropout)."""
+    results = {}
+    for name, train in {"single": {}, "scan": {"steps_per_execution": 4},
+                        "accum": {"grad_accum_steps": 2}}.items():
+        c = quick(finetune_cls.get_config(), num_steps=4, eval_every=4, log_every=4, **train)
+        c.init_from, c.data.max_seq_len, c.model.dropout_rate = TINY_HF, 24, 0.0
+        train_and_evaluate(c, str(tmp_path / name))
+        results[name] = rows(tmp_path / name, "train")[-1]
+    for name in ("scan", "accum"):
+        for key in ("loss", "grad_norm", "learning_rate"):
+            assert results[name][key] == pytest.approx(results["single"][key], rel=1e-4), (name, key)

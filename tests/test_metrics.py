@@ -2,12 +2,12 @@
 
 The expected entity numbers are what seqeval 1.2.2 (default mode) gives on the same inputs; they
 were checked with it once, but are written out by hand so the tests need neither seqeval nor
-sklearn. Note seqeval's get_entities reports inclusive ends; bio_entities' ends are exclusive.
+sklearn. The chunking of tags into entities is tested in test_bio.py.
 """
 import numpy as np
 import pytest
 
-from nlp_jax.metrics import bio_entities, classification_report, entity_report
+from nlp_jax.metrics import classification_report, entity_report
 
 # ------------------------------------------------------------------------------------------------
 # classification_report
@@ -80,36 +80,6 @@ def test_classification_report_matches_sklearn(seed):
     assert report["recall_macro"] == pytest.approx(r, abs=1e-12)
     assert report["f1_macro"] == pytest.approx(f, abs=1e-12)
     assert report["accuracy"] == pytest.approx(metrics.accuracy_score(y_true, y_pred), abs=1e-12)
-
-
-# ------------------------------------------------------------------------------------------------
-# bio_entities
-
-
-@pytest.mark.parametrize("tags, expected", [
-    (["B-PER", "I-PER", "O", "B-LOC"], {("PER", 0, 2), ("LOC", 3, 4)}),
-    # I- without B-, at the start and after O: starts an entity (conlleval), is not dropped.
-    (["I-PER", "I-PER", "O"], {("PER", 0, 2)}),
-    (["B-PER", "O", "I-PER"], {("PER", 0, 1), ("PER", 2, 3)}),
-    # Type switch inside a span: I-LOC after PER closes PER and opens LOC.
-    (["B-PER", "I-LOC", "I-LOC"], {("PER", 0, 1), ("LOC", 1, 3)}),
-    (["I-LOC", "I-PER", "B-PER", "I-PER"], {("LOC", 0, 1), ("PER", 1, 2), ("PER", 2, 4)}),
-    # Entity running to the end of the sentence.
-    (["O", "B-LOC", "I-LOC"], {("LOC", 1, 3)}),
-    (["O", "O", "B-ORG"], {("ORG", 2, 3)}),
-    # Adjacent B-B of one type: two entities.
-    (["B-ORG", "B-ORG", "I-ORG"], {("ORG", 0, 1), ("ORG", 1, 3)}),
-    (["O", "O"], set()),
-    ([], set()),
-])
-def test_bio_entities(tags, expected):
-    assert bio_entities(tags) == expected
-
-
-@pytest.mark.parametrize("tag", ["B", "X-PER", "S-PER", "B-", "o"])
-def test_bio_entities_rejects_non_iob2_tags(tag):
-    with pytest.raises(ValueError, match="IOB2"):
-        bio_entities(["O", tag])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from nlp_jax import data, losses
-from nlp_jax.data import tasks
+from nlp_jax.data import packing
 from nlp_jax.models.bert import BertConfig, BertForPreTraining
 from nlp_jax.models.heads import BertForTasks
 from nlp_jax.train.step import model_inputs
@@ -150,7 +150,7 @@ def test_rotary_model_has_no_position_table_and_sees_order():
 
 @pytest.mark.parametrize("position_embedding", ["absolute", "rotary"])
 def test_packed_rows_equal_examples_alone(position_embedding):
-    """Examples packed into one row (tasks.pack_features) get the logits they get alone."""
+    """Examples packed into one row (packing.pack_features) get the logits they get alone."""
     cfg = BertConfig.from_preset("tiny", vocab_size=50, position_embedding=position_embedding)
     model = BertForTasks(cfg, {"cls": ("classification", 3), "tok": ("token_classification", 4)},
                          nnx.Rngs(0))
@@ -160,7 +160,7 @@ def test_packed_rows_equal_examples_alone(position_embedding):
     ids = np.where(mask, rng.integers(5, 50, (3, L)), 0).astype(np.int32)
     types = (mask * (np.arange(L)[None] >= 4)).astype(np.int32)     # the first example is a pair
     alone = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
-    packed = tasks.pack_features({**alone, "labels": np.zeros(3, np.int32)}, pad_id=0)
+    packed = packing.pack_features({**alone, "labels": np.zeros(3, np.int32)}, pad_id=0)
     assert len(packed["input_ids"]) == 1                                 # 15 tokens fit in 16
     inputs = {k: packed[k] for k in ("input_ids", "token_type_ids", "attention_mask",
                                       "position_ids", "cls_positions")}

@@ -1,4 +1,5 @@
 """The training loop end to end: resume, user losses, run.py, and bad input."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -12,7 +13,8 @@ from configs import pretrain
 from nlp_jax import losses
 from nlp_jax.data import build_pretraining_data
 from nlp_jax.train.checkpoint import IncompatibleCheckpointError, check_compatible
-from nlp_jax.train.loop import _check_config, train_and_evaluate
+from nlp_jax.train.recipes.pretrain import Pretrain
+from nlp_jax.train.trainer import train_and_evaluate
 from nlp_jax.train.pretrained import load_workdir
 from nlp_jax.train.step import model_inputs
 
@@ -175,9 +177,9 @@ def test_only_a_position_table_bounds_max_seq_len():
     cfg = pretrain.get_config()
     cfg.data.max_seq_len = cfg.model.max_position_embeddings + 1
     with pytest.raises(ValueError, match="max_position_embeddings"):
-        _check_config(cfg)
+        Pretrain.check_config(cfg)
     cfg.model.position_embedding = "rotary"
-    _check_config(cfg)
+    Pretrain.check_config(cfg)
 
 
 def test_bad_corpus_files_are_named(tmp_path):
@@ -213,7 +215,67 @@ def test_packing_is_part_of_what_a_checkpoint_must_match():
 
 
 def test_workdir_defaults_to_runs_and_the_config_name():
-    sys.path.insert(0, ROOT)
-    from run import default_workdir
+    spec = importlib.util.spec_from_file_location("run", os.path.join(ROOT, "run.py"))
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    default_workdir = run.default_workdir
     assert default_workdir("configs/pretrain.py") == os.path.join("runs", "pretrain")
     assert default_workdir("configs/finetune_glue.py:mrpc") == os.path.join("runs", "finetune_glue-mrpc")
+
+
+def test_a_recipe_from_a_module_outside_nlp_jax_trains_in_the_same_loop(tmp_path, monkeypatch):
+    """A new kind of run is a recipe, a model and a loss: here linear regression on a stream of
+    synthetic examples, registered by a user module and picked by config.recipe."""
+    (tmp_path / "my_recipes.py").write_text(textwrap.dedent("""
+        import grain
+        import jax.numpy as jnp
+        import numpy as np
+        from flax import nnx
+        from nlp_jax import parallel
+        from nlp_jax.train.recipes import Evaluation, Recipe, Stream, register
+
+        W = np.array([1.0, -2.0, 0.5], np.float32)
+
+        def example(i):
+            x = np.random.default_rng(int(i)).normal(size=3).astype(np.float32)
+            return {"x": x, "y": np.float32(x @ W)}
+
+        class Linear(nnx.Module):
+            input_keys = ("x",)
+
+            def __init__(self, rngs):
+                self.dense = nnx.Linear(3, 1, rngs=rngs)
+
+            def __call__(self, x, dropout_rng=None):
+                return {"y": self.dense(x)[:, 0]}
+
+        def mse(outputs, batch):
+            return jnp.mean((outputs["y"] - batch["y"]) ** 2), {}
+
+        @register("regression")
+        class Regression(Recipe):
+            def __init__(self, config, workdir, mesh):
+                ds = grain.MapDataset.range(10 ** 6).map(example).batch(config.train.batch_size)
+                self.streams = {"main": Stream(iter(ds.to_iter_dataset()), mse, {}, {"rows": 1})}
+                self.heldout = {k: np.stack([example(10 ** 7 + i)[k] for i in range(8)])
+                                for k in ("x", "y")}
+                self.mesh = mesh
+
+            def model(self, rngs):
+                return Linear(rngs)
+
+            def evaluate(self, split, params, steps):
+                m = steps["main"].evaluate(params, parallel.global_batch(self.heldout, self.mesh))
+                return Evaluation(rows=[{"mse": float(m["loss"])}], score=-float(m["loss"]),
+                                  summary=float(m["loss"]))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = quick_config(num_steps=200, log_every=50, eval_every=100, checkpoint_every=100,
+                       learning_rate=0.1, warmup_steps=0, decay="linear", weight_decay=0.0)
+    cfg.recipe, cfg.loss_modules = "regression", ("my_recipes",)
+    final_mse = train_and_evaluate(cfg, str(tmp_path / "run"))
+    evals = rows(tmp_path / "run", "eval")
+    assert [r["step"] for r in evals] == [100, 200] and evals[-1]["mse"] == final_mse
+    assert final_mse < 1e-3 and evals[0]["mse"] > final_mse    # it learnt W
+    assert sorted(os.listdir(tmp_path / "run" / "best")) == ["200"]   # the better of the two
+    assert "rows_per_s" in rows(tmp_path / "run")[-1]

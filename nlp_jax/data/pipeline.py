@@ -1,12 +1,9 @@
-"""Grain input pipeline: the training stream (sharded per process, checkpointable) and eval batches.
+"""Pretraining data: corpus, tokenizer and NSP instances, read as masked batches per process.
 
-Global example order depends only on the seed, never on the number of processes: the stream is
-  indices 0..N-1 -> shuffle (reshuffled every epoch) -> repeat forever -> mask (rng from (seed, position))
-  -> batch(B / P) -> take every P-th of those, starting at process_index.
-so global batch k is the P consecutive local batches kP .. kP+P-1, and process p reads the rows
-[p*B/P, (p+1)*B/P) of it. The iterator state counts global batches, so a checkpointed position also
-resumes under another process count, with the same examples and the same masks.
-With data.pack the indices are those of packed rows (several instances each, grouped once).
+`build_pretraining_data` builds everything once; `PretrainingData.train_iter` streams training
+batches through `stream.batch_dataset` (instance indices, or packed rows with data.pack, masked
+with an rng from (seed, position) as they are read), so the global order depends only on the seed
+and a checkpointed position resumes under any process count. Held-out batches are fixed.
 """
 
 from __future__ import annotations
@@ -19,8 +16,7 @@ import time
 import grain
 import numpy as np
 
-from nlp_jax.data import corpora
-from nlp_jax.data import pretraining
+from nlp_jax.data import corpora, packing, pretraining, stream
 from nlp_jax.data import tokenizer as tokenizer_lib
 
 _log = logging.getLogger(__name__)
@@ -46,7 +42,7 @@ class PretrainingData:
     process_count: int
     num_threads: int
     prefetch: int
-    packed_rows: pretraining.PackedRows | None = None   # data.pack: training rows of several instances
+    packed_rows: packing.PackedRows | None = None   # data.pack: training rows of several instances
 
     @property
     def num_train_rows(self) -> int:
@@ -66,36 +62,30 @@ class PretrainingData:
         return self.num_train_rows // self.batch_size
 
     def train_dataset(self) -> grain.MapDataset:
-        """This process's infinite MapDataset of local batches (see the module docstring)."""
-        shuffle_seed, mask_seed = np.random.SeedSequence(self.seed).generate_state(2)
+        """This process's infinite MapDataset of local batches (see `stream.batch_dataset`)."""
         if self.packed_rows is None:
             make = functools.partial(pretraining.make_example, instances=self.train_instances,
                                      cfg=self.example_config)
         else:
             make = functools.partial(pretraining.make_packed_example, rows=self.packed_rows,
                                      instances=self.train_instances, cfg=self.example_config)
-        return (
-            grain.MapDataset.range(self.num_train_rows)
-            # ShuffleMapDataset reseeds with (seed + epoch) for positions past one epoch (after repeat).
-            .shuffle(seed=int(shuffle_seed))
-            .repeat()
-            # Seeded by the stream position, which differs every epoch: each pass masks anew.
-            .random_map(lambda index, rng: make(index, rng=rng), seed=int(mask_seed))
-            .batch(self.local_batch_size, drop_remainder=True)[
-                self.process_index :: self.process_count
-            ]
+        return stream.batch_dataset(
+            self.num_train_rows,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            # Masked as read, so every epoch sees new masks.
+            row_fn=lambda index, rng: make(index, rng=rng),
+            process_index=self.process_index,
+            process_count=self.process_count,
         )
 
     def train_iter(self) -> grain.DatasetIterator:
         """Infinite iterator of local batches {name: array [local_batch, ...]} (shapes: make_example).
 
         get_state() -> JSON-serialisable dict, set_state(state) resumes exactly where it was taken.
-        Reads on threads (not processes), so it needs no absl flags and no picklable closures.
         """
-        options = grain.ReadOptions(
-            num_threads=self.num_threads, prefetch_buffer_size=self.prefetch
-        )
-        return iter(self.train_dataset().to_iter_dataset(options))
+        return stream.iterate(self.train_dataset(), num_threads=self.num_threads,
+                              prefetch=self.prefetch)
 
     def eval_batches(self) -> list[dict[str, np.ndarray]]:
         """num_eval_batches fixed local batches of held-out examples, identical in every call and run.
@@ -137,15 +127,7 @@ def build_pretraining_data(
     Every process builds everything (deterministic, a few seconds for the built-in corpus) and reads
     its own rows of each global batch of `batch_size` rows (examples, or packed rows with data.pack).
     """
-    if batch_size % process_count:
-        raise ValueError(
-            f"batch_size={batch_size} is not divisible by process_count={process_count}; use a "
-            f"multiple of {process_count}"
-        )
-    if not 0 <= process_index < process_count:
-        raise ValueError(
-            f"process_index={process_index} is outside [0, process_count={process_count})"
-        )
+    stream.check_sharding(batch_size, process_index, process_count)  # before the slow part
     start = time.perf_counter()
     corpus = corpora.load_corpus(cfg_data)
     tokenizer = tokenizer_lib.load_or_train_tokenizer(
@@ -158,7 +140,7 @@ def build_pretraining_data(
     heldout = pretraining.create_instances(
         corpus["heldout"], tokenizer, cfg_data.max_seq_len, cfg_data.short_seq_prob, eval_seed
     )
-    rows = pretraining.pack_instances(train, cfg_data.max_seq_len) if cfg_data.get("pack") else None
+    rows = packing.pack_instances(train, cfg_data.max_seq_len) if cfg_data.get("pack") else None
     num_rows = len(train if rows is None else rows)
     if num_rows < batch_size:
         _log.warning(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nlp_jax.data import packing
+from nlp_jax.data.packing import PackedRows
 
 # [CLS] A [SEP] B [SEP] with non-empty A and B.
 MIN_SEQ_LEN = 5
@@ -260,33 +260,6 @@ def make_example(
     keys = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
             "masked_lm_ids", "masked_lm_weights")
     return {**{k: row[k] for k in keys}, "next_sentence_labels": row["next_sentence_labels"][0]}
-
-
-@dataclasses.dataclass(frozen=True)
-class PackedRows:
-    """Which instances share a training row (sequence packing), stored flat like `Instances`:
-    row r holds instances members[offsets[r]:offsets[r+1]], in that order."""
-
-    members: np.ndarray  # int32 [N]
-    offsets: np.ndarray  # int64 [R + 1]
-    max_per_row: int
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def row(self, r: int) -> np.ndarray:
-        return self.members[self.offsets[r] : self.offsets[r + 1]]
-
-
-def pack_instances(instances: Instances, max_seq_len: int, max_per_row: int = 8) -> PackedRows:
-    """Groups the instances into rows of at most max_seq_len tokens (`packing.best_fit`), once: the
-    loader shuffles the rows every epoch and masks them afresh, as it does unpacked instances."""
-    groups = packing.best_fit(np.diff(instances.offsets), max_seq_len, max_per_row)
-    return PackedRows(
-        members=np.fromiter((i for g in groups for i in g), np.int32, len(instances)),
-        offsets=np.cumsum([0] + [len(g) for g in groups], dtype=np.int64),
-        max_per_row=max_per_row,
-    )
 
 
 def make_packed_example(

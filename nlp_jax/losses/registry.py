@@ -15,24 +15,33 @@ from typing import Callable
 import jax.numpy as jnp
 
 LossFn = Callable[[dict, dict], tuple]
-_REGISTRY: dict[str, LossFn] = {}
 
 
-def register(name: str):
-    """Decorator: `@register("mlm")` makes the function available as `config.losses.mlm`."""
-    def wrap(fn: LossFn) -> LossFn:
-        if name in _REGISTRY and _REGISTRY[name] is not fn:
-            raise ValueError(f"loss {name!r} is registered twice; pick another name")
-        _REGISTRY[name] = fn
-        return fn
-    return wrap
+class Registry:
+    """Things picked by name from the config (losses here; recipes use one too)."""
+
+    def __init__(self, kind: str):
+        self.kind, self.entries = kind, {}
+
+    def register(self, name: str):
+        """Decorator: `@register("name")` makes the decorated object available under `name`."""
+        def wrap(obj):
+            if name in self.entries and self.entries[name] is not obj:
+                raise ValueError(f"{self.kind} {name!r} is registered twice; pick another name")
+            self.entries[name] = obj
+            return obj
+        return wrap
+
+    def get(self, name: str):
+        if name not in self.entries:
+            raise KeyError(f"unknown {self.kind} {name!r}: registered are {sorted(self.entries)}; "
+                           "add your module to config.loss_modules if it defines it")
+        return self.entries[name]
 
 
-def get(name: str) -> LossFn:
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown loss {name!r}: registered losses are {sorted(_REGISTRY)}; "
-                       "add your module to config.loss_modules if it defines it")
-    return _REGISTRY[name]
+_LOSSES = Registry("loss")
+register = _LOSSES.register   # `@register("mlm")`: available as `config.losses.mlm`
+get = _LOSSES.get
 
 
 def import_loss_modules(modules) -> None:

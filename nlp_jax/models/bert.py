@@ -135,7 +135,7 @@ def kernel_order_dot(lhs, rhs, dimension_numbers, precision=None, preferred_elem
     that transpose into a 2-D matrix product, but not for the [hidden, 3, heads, head_dim] fused
     query/key/value kernel or the [heads, head_dim, hidden] output one: there the gradient was
     written transposed and every reader of it (the clip, both AdamW moments, the update) paid a
-    strided read (BERT-base: -1.3% step time, README "Performance notes")."""
+    strided read; writing it in order saves that (see docs/performance.md, "Performance notes")."""
     (lc, rc), (lb, rb) = dimension_numbers
     if lb or rb or tuple(rc) != tuple(range(len(rc))) or precision or preferred_element_type \
             or out_sharding is not None:
@@ -183,8 +183,8 @@ def attention(q, k, v, mask, implementation=None):
     if implementation not in (None, "einsum") or (implementation is None
                                                   and jax.default_backend() != "cpu"):
         return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
-    # Heads first, so each batched product reads contiguous [seq, head_dim] blocks (BERT-base on
-    # CPU: -2.3% step time against einsums over the projection's [batch, seq, heads] layout).
+    # Heads first, so each batched product reads contiguous [seq, head_dim] blocks rather than
+    # strided ones from the projection's [batch, seq, heads] layout (see docs/performance.md).
     q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
     scores = jnp.einsum("bntd,bnsd->bnts", q, k).astype(jnp.float32) * (q.shape[-1] ** -0.5)
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
@@ -285,7 +285,7 @@ class BertEncoder(nnx.Module):
                  cls_positions=None, *, dropout_rng=None):
         """input_ids, token_type_ids, attention_mask: [batch, seq] ints.
 
-        Packed rows (several examples per row: `tasks.pack_features`,
+        Packed rows (several examples per row: `packing.pack_features`,
         `pretraining.make_packed_example`) also pass position_ids
         [batch, seq] (restarting at 0 per example) and an attention_mask holding each token's
         example number (1, 2, ...; 0 = padding): a token then attends only within its example.
@@ -321,9 +321,9 @@ def _scan_remat(layers, x, mask, keys, positions=None):
     """The layer stack as a lax.scan of a jax.checkpoint-ed layer: the backward pass keeps only each
     layer's input and recomputes the rest. Why a scan rather than a checkpoint per layer: XLA:CPU
     drops the optimisation barriers that keep a checkpoint's recomputation apart, merges it back
-    with the forward pass and saves every activation anyway (BERT-base, 4 layers, 8x512: 2.9 GB of
-    temporaries, 3.0 GB without remat); a loop body cannot be merged that way (1.1 GB). The layers'
-    weights are stacked per call, a copy that is small next to the activations."""
+    with the forward pass and saves every activation anyway, so per-layer checkpoints save almost
+    nothing; a loop body cannot be merged that way (figures: docs/performance.md, "Memory"). The
+    layers' weights are stacked per call, a copy that is small next to the activations."""
     graphdef = nnx.graphdef(layers[0])
     stacked = jax.tree.map(lambda *w: jnp.stack(w), *[nnx.state(layer) for layer in layers])
 

@@ -1,20 +1,35 @@
-"""Orbax checkpoints: one composite item per step under WORKDIR/checkpoints/<step>/.
+"""Orbax checkpoints, and the one way to read them back.
 
-    state   params, optimizer state, step, RNG (StandardSave: sharded, written by every process)
-    data    the Grain iterator's position (JSON). The global batch order does not depend on the
-            number of processes, so every process holds the same position and one copy suffices.
-    config  the run's config (JSON), checked on restore so that a workdir holding another run's
+A run's checkpoints live under WORKDIR/checkpoints/<step>/ (and the best one by the dev score under
+WORKDIR/best/<step>/), each one composite item per step:
+
+    state   params, optimizer state, step, RNG (written sharded by every process); best/ holds
+            {"params"} only
+    data    JSON: the training iterators' positions and the best dev score so far. The global
+            batch order does not depend on the number of processes, so one copy suffices.
+    config  JSON: the run's config, checked on restore so that a workdir holding another run's
             checkpoint is refused with one clear line instead of a shape error.
 
+`Checkpointer.restore` is the only restore: resume, `init_from`, `best/` and `--mode predict` all
+go through it. It reads the subtree its target names (partial restore), into the shardings the
+target carries, so a fine-tuning run takes the encoder from a pretraining checkpoint and leaves
+the heads and optimizer state alone.
+
 Saving is asynchronous: the step loop goes on while the arrays are written. Orbax writes to a
-temporary directory and renames it when complete, so a crash never leaves a half checkpoint
-where the next run would restore it.
+temporary directory and renames it when complete, so a crash never leaves a half checkpoint where
+the next run would restore it; a checkpoint damaged later (a truncated or missing file) is set
+aside by `restore_latest`, which then falls back to the previous one.
 """
 from __future__ import annotations
 
+import logging
 import os
+import time
 
+import jax
 import orbax.checkpoint as ocp
+
+log = logging.getLogger("nlp_jax")
 
 # Config entries that change the shape or meaning of what a checkpoint holds, with the value that
 # a config saved before the entry existed stands for (data.pack: such runs were unpacked).
@@ -23,6 +38,10 @@ _COMPATIBILITY_KEYS = {"model": None, "data.vocab_size": None, "data.max_seq_len
 
 
 class IncompatibleCheckpointError(ValueError):
+    pass
+
+
+class DamagedCheckpointError(ValueError):
     pass
 
 
@@ -43,42 +62,102 @@ def check_compatible(saved: dict, current: dict, directory: str) -> None:
                 "use a new --workdir, or the same config as the saved run")
 
 
+def on_one_device(tree):
+    """ShapeDtypeStructs of `tree` placed on the first device: a restore target for use outside
+    a mesh (prediction, loading a pretrained encoder before it is sharded)."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
+
+
 class Checkpointer:
-    def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
+    def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True,
+                 read_only: bool = False):
         self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
+                                                 read_only=read_only,
                                                  enable_async_checkpointing=async_save))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: dict, data_state: dict, config: dict) -> None:
+    def save(self, step: int, state: dict, data: dict, config: dict) -> None:
         self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(data_state),
+            state=ocp.args.PyTreeSave(state),   # the handler PyTreeRestore (below) reads
+            data=ocp.args.JsonSave(data),
             config=ocp.args.JsonSave(config)))
 
     def saved_config(self, step: int) -> dict:
-        return self.manager.restore(step, args=ocp.args.Composite(
-            config=ocp.args.JsonRestore()))["config"]
+        try:
+            return self.manager.restore(step, args=ocp.args.Composite(
+                config=ocp.args.JsonRestore()))["config"]
+        except Exception as e:  # pylint: disable=broad-except
+            raise DamagedCheckpointError(f"{self.directory}/{step}: {_first_line(e)}") from e
 
-    def restore(self, step: int, abstract_state: dict, config: dict) -> tuple[dict, dict]:
-        """Restores (state, data_state) into the shardings of `abstract_state`."""
-        check_compatible(self.saved_config(step), config, self.directory)
+    def restore(self, step: int, target: dict, config: dict | None = None
+                ) -> tuple[dict, dict | None]:
+        """(state, data) of checkpoint `step`: the subtree of the saved state that `target` names
+        (a pytree of jax.ShapeDtypeStruct with shardings), placed as the target says, and the JSON
+        data item. `config`: refuse a checkpoint of another run (IncompatibleCheckpointError);
+        DamagedCheckpointError when the files cannot be read."""
+        if config is not None:
+            check_compatible(self.saved_config(step), config, self.directory)
+        restore_args = ocp.checkpoint_utils.construct_restore_args(target)
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
+                state=ocp.args.PyTreeRestore(target, restore_args=restore_args,
+                                             partial_restore=True),
                 data=ocp.args.JsonRestore()))
-        except (ValueError, KeyError) as e:
-            raise IncompatibleCheckpointError(
-                f"{self.directory}/{step} does not fit this model ({str(e).splitlines()[0]}); "
-                "use a new --workdir, or the config it was saved with") from e
+        except (ValueError, KeyError, TypeError) as e:
+            if _is_shape_error(e):
+                raise IncompatibleCheckpointError(
+                    f"{self.directory}/{step} does not fit this model ({_first_line(e)}); use a "
+                    "new --workdir, or the config it was saved with") from e
+            raise DamagedCheckpointError(f"{self.directory}/{step}: {_first_line(e)}") from e
+        except Exception as e:  # pylint: disable=broad-except  (TensorStore, OS errors, ...)
+            raise DamagedCheckpointError(f"{self.directory}/{step}: {_first_line(e)}") from e
         return restored["state"], restored["data"]
+
+    def restore_latest(self, target: dict, config: dict) -> tuple[int, dict, dict] | None:
+        """(step, state, data) of the newest readable checkpoint, or None if there is none. A
+        damaged one (a truncated or missing file) gets one warning line and is moved to
+        WORKDIR/damaged_checkpoints/, and the previous one is tried."""
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                state, data = self.restore(step, target, config)
+                return step, state, data
+            except DamagedCheckpointError as e:
+                log.warning("checkpoint %d is unreadable (%s); set aside, trying the previous one",
+                            step, str(e).split(": ", 1)[-1])
+                self._set_aside(step)
+        return None
+
+    def _set_aside(self, step: int) -> None:
+        if jax.process_index() == 0:
+            target = os.path.join(os.path.dirname(self.directory), "damaged_checkpoints",
+                                  f"{step}-{int(time.time())}")
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(os.path.join(self.directory, str(step)), target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _first_line(e: Exception, limit: int = 300) -> str:
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[:limit] + " ..."
+
+
+def _is_shape_error(e: Exception) -> bool:
+    text = str(e).lower()
+    return any(p in text for p in ("shape mismatch", "not compatible with the stored shape",
+                                   "incompatible shape", "shapes do not match"))

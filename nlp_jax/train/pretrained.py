@@ -1,55 +1,171 @@
-"""Loading what a run trained: the model and tokenizer of a pretraining workdir.
+"""The weights a run starts from or a user loads: our pretraining workdirs and Hugging Face BERTs.
 
     model, tokenizer, config = load_workdir("runs/pretrain")   # latest checkpoint, eval mode
     out = model(ids, masked_lm_positions=positions)             # see nlp_jax/models/bert.py
+
+`load_encoder(config.init_from, config.model)` is what fine-tuning starts from. Both read through
+`Checkpointer.restore` (Orbax) or safetensors: loading never executes code from a checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from nlp_jax.data.tokenizer import Tokenizer
-from nlp_jax.models.bert import BertConfig, BertForPreTraining
+from nlp_jax.data.wordpiece import WordPieceTokenizer
+from nlp_jax.models.bert import PRESETS, BertConfig, BertForPreTraining
+from nlp_jax.train.checkpoint import Checkpointer, on_one_device
+
+# config.model keys that fix the architecture; with init_from they come from the checkpoint.
+ARCHITECTURE_KEYS = ("size", "num_layers", "hidden_size", "num_heads", "max_position_embeddings",
+                     "position_embedding")
 
 
 def bert_config(model_cfg, vocab_size: int) -> BertConfig:
-    """BertConfig from `config.model`: a preset size, then any non-zero overrides."""
-    overrides = {k: model_cfg[k] for k in ("num_layers", "hidden_size", "num_heads") if model_cfg.get(k)}
+    """BertConfig from `config.model`: a preset size (empty: mini), then any non-zero overrides."""
+    overrides = {k: model_cfg[k] for k in ("num_layers", "hidden_size", "num_heads")
+                 if model_cfg.get(k)}
     return BertConfig.from_preset(
-        model_cfg.size, vocab_size=vocab_size, dropout_rate=model_cfg.dropout_rate,
-        max_position_embeddings=model_cfg.max_position_embeddings, dtype=model_cfg.dtype,
-        remat=model_cfg.remat, position_embedding=model_cfg.get("position_embedding", "absolute"),
+        model_cfg.size or "mini", vocab_size=vocab_size, dropout_rate=model_cfg.dropout_rate,
+        max_position_embeddings=model_cfg.max_position_embeddings or 512, dtype=model_cfg.dtype,
+        remat=model_cfg.remat, position_embedding=model_cfg.position_embedding or "absolute",
         **overrides)
+
+
+def load_tokenizer(path: str):
+    """A workdir's (or checkpoint directory's) tokenizer: SentencePiece if spm.model is there,
+    else WordPiece (vocab.txt / tokenizer.json)."""
+    return (Tokenizer.load(path) if os.path.exists(os.path.join(path, "spm.model"))
+            else WordPieceTokenizer.load(path))
+
+
+def _read_config(workdir: str) -> ml_collections.ConfigDict:
+    with open(os.path.join(workdir, "config.json")) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def _pretraining_parts(workdir: str):
+    """(BertConfig, tokenizer, Checkpointer) of a pretraining workdir."""
+    if not os.path.exists(os.path.join(workdir, "config.json")):
+        raise FileNotFoundError(f"{workdir} is not a pretraining workdir (no config.json); "
+                                "give the --workdir of a pretraining run")
+    config = _read_config(workdir)
+    if config.get("recipe", config.get("task", "pretrain")) != "pretrain":
+        raise ValueError(f"{workdir} is a {config.get('recipe', config.get('task'))} workdir, not "
+                         "a pretraining one; give the --workdir of a pretraining run")
+    tokenizer = Tokenizer.load(config.data.tokenizer_path or os.path.join(workdir, "tokenizer"))
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
+    return bert_config(config.model, tokenizer.vocab_size), tokenizer, ckpt, config
+
+
+def _restore_params(ckpt: Checkpointer, step: int | None, target: dict, workdir: str) -> dict:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint yet; train first")
+    try:
+        return ckpt.restore(step, {"params": on_one_device(target)})[0]["params"]
+    finally:
+        ckpt.close()
 
 
 def load_workdir(workdir: str, step: int | None = None):
     """(model, tokenizer, config) of a pretraining workdir, at its latest (or the given) step.
+    Only the parameters are read (not the optimizer state)."""
+    cfg, tokenizer, ckpt, config = _pretraining_parts(workdir)
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: BertForPreTraining(cfg, nnx.Rngs(0))))
+    params = _restore_params(ckpt, step, nnx.to_pure_dict(abstract), workdir)
+    return nnx.merge(graphdef, params), tokenizer, config
 
-    Only the parameters are read (not the optimizer state), through Orbax: no code is executed."""
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{workdir} is not a pretraining workdir (no config.json); "
-                                "give the --workdir of a pretraining run")
-    with open(config_path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    tokenizer = Tokenizer.load(config.data.tokenizer_path or os.path.join(workdir, "tokenizer"))
-    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint yet; train first")
-    model = nnx.eval_shape(lambda: BertForPreTraining(
-        bert_config(config.model, tokenizer.vocab_size), nnx.Rngs(0)))
-    graphdef, abstract = nnx.split(model)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                                     nnx.to_pure_dict(abstract))}
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(target, partial_restore=True,
-                                     restore_args=ocp.checkpoint_utils.construct_restore_args(target))))
-    manager.close()
-    return nnx.merge(graphdef, restored["state"]["params"]), tokenizer, config
+
+def is_hf_dir(path: str) -> bool:
+    return os.path.exists(os.path.join(path, "config.json")) and any(
+        os.path.exists(os.path.join(path, f)) for f in
+        ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
+
+
+@dataclasses.dataclass
+class Encoder:
+    config: BertConfig
+    params: dict            # BertEncoder's parameters (numpy / single device), pure dict
+    tokenizer: object
+    tokenizer_files: dict   # file name in WORKDIR/tokenizer -> where it is now
+
+
+_TOKENIZER_FILES = ("spm.model", "vocab.txt", "tokenizer.json", "tokenizer_config.json")
+
+
+def tokenizer_files(path: str) -> dict:
+    """A tokenizer's files (a SentencePiece .model file, or a directory holding spm.model or
+    WordPiece's vocab.txt / tokenizer.json), by the name they get in WORKDIR/tokenizer."""
+    if os.path.isfile(path):
+        return {"spm.model": path}
+    return {f: os.path.join(path, f) for f in _TOKENIZER_FILES
+            if os.path.exists(os.path.join(path, f))}
+
+
+def _resolve(init_from: str) -> tuple[str, int | None]:
+    """A workdir, or one of its checkpoints/<step> -> (workdir, step)."""
+    path = init_from.rstrip("/")
+    if os.path.basename(path).isdigit() and os.path.basename(os.path.dirname(path)) == "checkpoints":
+        return os.path.dirname(os.path.dirname(path)), int(os.path.basename(path))
+    return path, None
+
+
+def encoder_config(init_from: str) -> BertConfig:
+    """The architecture stored at `init_from`, read without loading any weights."""
+    path, _ = _resolve(init_from)
+    if is_hf_dir(path):
+        from nlp_jax import hf
+        return hf.config_from_hf(path)
+    if os.path.exists(os.path.join(path, "config.json")) and os.path.isdir(
+            os.path.join(path, "checkpoints")):
+        config = _read_config(path)
+        if config.get("recipe", config.get("task", "pretrain")) != "pretrain":
+            raise ValueError(f"init_from={init_from!r} is a fine-tuning workdir; give a "
+                             "pretraining workdir or a Hugging Face BERT directory")
+        tokenizer = Tokenizer.load(config.data.tokenizer_path or os.path.join(path, "tokenizer"))
+        return bert_config(config.model, tokenizer.vocab_size)
+    raise ValueError(f"init_from={init_from!r} is neither a pretraining workdir of ours "
+                     "(config.json + checkpoints/) nor a Hugging Face BERT directory "
+                     "(config.json + model.safetensors); point it at one of those")
+
+
+def check_architecture(model_cfg, loaded: BertConfig, init_from: str) -> None:
+    """With init_from the architecture is the checkpoint's: a config.model key that sets it must
+    be left empty (0 / "") or agree, never be dropped silently."""
+    preset = PRESETS.get(model_cfg.get("size") or "")
+    wanted = {"num_layers": model_cfg.get("num_layers") or (preset and preset[0]),
+              "hidden_size": model_cfg.get("hidden_size") or (preset and preset[1]),
+              "num_heads": model_cfg.get("num_heads") or (preset and preset[2]),
+              "max_position_embeddings": model_cfg.get("max_position_embeddings"),
+              "position_embedding": model_cfg.get("position_embedding")}
+    for key, value in wanted.items():
+        if value and value != getattr(loaded, key):
+            source = f"model.size={model_cfg.size}" if key not in model_cfg or not model_cfg[key] \
+                else f"model.{key}={value}"
+            raise ValueError(f"{source} disagrees with init_from ({key}={getattr(loaded, key)}); "
+                             f"the architecture comes from {init_from}: leave model."
+                             f"{'size' if 'size' in source else key} empty")
+
+
+def load_encoder(init_from: str, model_cfg) -> Encoder:
+    """The encoder at `init_from` (a pretraining workdir of ours or one of its checkpoints/<step>,
+    or a Hugging Face BERT directory), with config.model's dropout_rate, dtype and remat."""
+    path, step = _resolve(init_from)
+    keep = dict(dtype=model_cfg.dtype, dropout_rate=model_cfg.dropout_rate, remat=model_cfg.remat)
+    if is_hf_dir(path):
+        from nlp_jax import hf
+        cfg, params, _ = hf.load_bert_params(path)
+        return Encoder(dataclasses.replace(cfg, **keep), params, WordPieceTokenizer.load(path),
+                       tokenizer_files(path))
+    cfg, tokenizer, ckpt, config = _pretraining_parts(path)
+    abstract = nnx.to_pure_dict(nnx.state(nnx.eval_shape(
+        lambda: BertForPreTraining(cfg, nnx.Rngs(0)))))
+    params = _restore_params(ckpt, step, {"bert": abstract["bert"]}, path)["bert"]
+    return Encoder(dataclasses.replace(cfg, **keep), jax.device_get(params), tokenizer,
+                   tokenizer_files(config.data.tokenizer_path or os.path.join(path, "tokenizer")))

@@ -30,11 +30,17 @@ class Steps:
     init: Callable                # () -> state
     train: Callable               # (state, batch) -> (state, metrics); see make_steps
     evaluate: Callable            # (params, batch) -> metrics
+    jit_train: Callable           # k -> `train` running k steps per call
 
 
 def model_inputs(model, batch: dict) -> dict:
     """The batch entries the model's __call__ takes (its `input_keys`)."""
     return {k: batch[k] for k in model.input_keys if k in batch}
+
+
+def _with_loss(loss, metrics):
+    """The loss is always logged as `loss` (combined_loss already reports it so)."""
+    return loss, {"loss": loss, **metrics}
 
 
 def make_steps(make_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
@@ -47,8 +53,8 @@ def make_steps(make_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientT
     steps_per_execution: K > 1 makes `train` run K steps in one call (a lax.scan over a leading
     axis of K batches; metrics come back with that axis), with exactly the updates and dropout
     keys of K single steps. Why: XLA:CPU allocates a step's temporaries afresh on every call
-    and the kernel faults each page in again (0.7 GB, 172,000 faults for the 4-layer model), so
-    one call per K steps pays that once; it also saves K - 1 dispatches on any backend.
+    and the kernel faults each page in again, so one call per K steps pays that once (measured in
+    docs/performance.md); it also saves K - 1 dispatches on any backend.
 
     make_model(rngs) builds the model; loss_fn(outputs, batch) -> (loss, metrics)."""
     abstract_model = nnx.eval_shape(lambda: make_model(nnx.Rngs(0)))
@@ -75,7 +81,7 @@ def make_steps(make_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientT
         def loss_of(p):
             model = nnx.merge(graphdef, p)
             outputs = model(**model_inputs(model, batch), **(model_kwargs or {}), dropout_rng=rng)
-            return loss_fn(outputs, batch)
+            return _with_loss(*loss_fn(outputs, batch))
         return jax.value_and_grad(loss_of, has_aux=True)(params)
 
     def train_fn(state, batch):
@@ -108,17 +114,20 @@ def make_steps(make_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientT
         return new_state, metrics
 
     batch_sh = parallel.batch_sharding(mesh)
-    if steps_per_execution == 1:
-        train = jax.jit(train_fn, in_shardings=(state_sh, batch_sh),
-                        out_shardings=(state_sh, repl), donate_argnums=0)
-    else:
-        train = jax.jit(lambda state, batches: jax.lax.scan(train_fn, state, batches),
-                        in_shardings=(state_sh, parallel.batch_sharding(mesh, stacked=True)),
-                        out_shardings=(state_sh, repl), donate_argnums=0)
+
+    def jit_train(k: int) -> Callable:
+        if k == 1:
+            return jax.jit(train_fn, in_shardings=(state_sh, batch_sh),
+                           out_shardings=(state_sh, repl), donate_argnums=0)
+        return jax.jit(lambda state, batches: jax.lax.scan(train_fn, state, batches),
+                       in_shardings=(state_sh, parallel.batch_sharding(mesh, stacked=True)),
+                       out_shardings=(state_sh, repl), donate_argnums=0)
 
     def eval_fn(params, batch):
         model = nnx.merge(graphdef, params)
-        return loss_fn(model(**model_inputs(model, batch), **(model_kwargs or {})), batch)[1]
+        return _with_loss(*loss_fn(model(**model_inputs(model, batch), **(model_kwargs or {})),
+                                   batch))[1]
 
     evaluate = jax.jit(eval_fn, in_shardings=(param_sh, batch_sh), out_shardings=repl)
-    return Steps(graphdef, state_sh, abstract_state, init, train, evaluate)
+    return Steps(graphdef, state_sh, abstract_state, init, jit_train(steps_per_execution), evaluate,
+                 jit_train)

