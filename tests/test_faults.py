@@ -234,3 +234,28 @@ def test_an_empty_dev_file_is_named_with_its_split(tmp_path):
     with pytest.raises(ValueError) as error:
         train_and_evaluate(c, str(tmp_path / "run"))
     assert "dev.tsv" in str(error.value) and "dev" in str(error.value).split("dev.tsv")[-1]
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"tasks.sentiment.tfds_name": "glue/sst2"}, "source=tfds only"),
+    ({"tasks.sentiment.train_file": "x.tsv"}, "source=files only"),
+    ({"train.best_metric": "acuracy"}, "not a dev metric"),
+    ({"train.steps_per_execution": 4, "tasks.ner": "ner"}, "several tasks"),
+    ({"data.tokenizer_path": "spm.model", "init_from": TINY_HF}, "tokenizer is the checkpoint's"),
+])
+def test_fine_tuning_keys_are_applied_or_refused_before_any_slow_work(tmp_path, override,
+                                                                       message):
+    from configs import finetune_common
+    c = finetune_cls.get_config()
+    for key, value in override.items():
+        if key == "tasks.ner":
+            c.tasks.ner = finetune_common.task("ner")
+            continue
+        *parents, leaf = key.split(".")
+        node = c
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    with pytest.raises(ValueError, match=message):
+        train_and_evaluate(c, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")   # refused before the workdir was made

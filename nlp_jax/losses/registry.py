@@ -20,8 +20,8 @@ LossFn = Callable[[dict, dict], tuple]
 class Registry:
     """Things picked by name from the config (losses here; recipes use one too)."""
 
-    def __init__(self, kind: str):
-        self.kind, self.entries = kind, {}
+    def __init__(self, kind: str, plural: str):
+        self.kind, self.plural, self.entries = kind, plural, {}
 
     def register(self, name: str):
         """Decorator: `@register("name")` makes the decorated object available under `name`."""
@@ -34,12 +34,13 @@ class Registry:
 
     def get(self, name: str):
         if name not in self.entries:
-            raise KeyError(f"unknown {self.kind} {name!r}: registered are {sorted(self.entries)}; "
-                           "add your module to config.loss_modules if it defines it")
+            raise KeyError(f"unknown {self.kind} {name!r}: registered {self.plural} are "
+                           f"{sorted(self.entries)}; add your module to config.loss_modules if "
+                           "it defines it")
         return self.entries[name]
 
 
-_LOSSES = Registry("loss")
+_LOSSES = Registry("loss", "losses")
 register = _LOSSES.register   # `@register("mlm")`: available as `config.losses.mlm`
 get = _LOSSES.get
 

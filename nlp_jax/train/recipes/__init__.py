@@ -24,7 +24,7 @@ from flax import nnx
 
 from nlp_jax.losses.registry import Registry
 
-_RECIPES = Registry("recipe")
+_RECIPES = Registry("recipe", "recipes")
 register = _RECIPES.register   # class decorator: `@register("my_task")` -> config.recipe = "my_task"
 
 

@@ -35,6 +35,14 @@ from nlp_jax.train.writer import write_json
 
 log = logging.getLogger("nlp_jax")
 
+# Task keys that only one source reads (see configs/finetune_common.py).
+_SOURCE_KEYS = {"tfds_name": "tfds", "text_key": "tfds", "text_b_key": "tfds", "label_key": "tfds",
+                "train_file": "files", "dev_file": "files", "test_file": "files",
+                "label_names": "files"}
+# The dev metrics each kind of task reports (besides per-label ones, "f1/<label>", ...).
+_METRICS = {sources.CLASSIFICATION: ("accuracy", "f1_macro", "precision_macro", "recall_macro"),
+            sources.TOKEN_CLASSIFICATION: ("entity_f1", "entity_precision", "entity_recall")}
+
 
 @register("finetune")
 class Finetune(Recipe):
@@ -58,6 +66,15 @@ class Finetune(Recipe):
         for name, task in config.tasks.items():
             for loss in task.get("losses", {}) or {}:
                 losses.get(loss)
+            for key, source in _SOURCE_KEYS.items():   # a key of another source would be ignored
+                if task.get(key) and task.get("source", "builtin") != source:
+                    raise ValueError(f"tasks.{name}.{key} is set but tasks.{name}.source="
+                                     f"{task.get('source', 'builtin')}; it applies to source="
+                                     f"{source} only")
+        known = {m for kind in _METRICS.values() for m in kind}
+        if t.best_metric not in known and "/" not in t.best_metric:
+            raise ValueError(f"train.best_metric={t.best_metric!r} is not a dev metric: choose one "
+                             f"of {sorted(known)} or a per-label one such as f1/<label>")
         for key in config.get("loss_args", {}) or {}:
             losses.get(key)
         if config.init_from:

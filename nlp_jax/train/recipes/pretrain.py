@@ -39,6 +39,10 @@ class Pretrain(Recipe):
         d, m = config.data, config.model
         if d.corpus not in ("builtin", "text", "tfds"):
             raise ValueError(f"data.corpus={d.corpus!r}: choose builtin, text or tfds")
+        if d.corpus == "text" and not d.train_files:
+            raise ValueError("data.corpus=text needs data.train_files (a glob of text files)")
+        if d.corpus == "tfds" and not d.tfds_name:
+            raise ValueError("data.corpus=tfds needs data.tfds_name, e.g. wikipedia/20230601.en")
         if d.train_files and d.corpus != "text":
             raise ValueError(f"data.train_files is set but data.corpus={d.corpus}; add "
                              "--config.data.corpus=text to train on those files")
