@@ -4,7 +4,10 @@ No scikit-learn or seqeval: they are heavy, optional dependencies and the traini
 few numbers. The definitions follow them exactly, so results are comparable with published ones:
 
   classification_report  sklearn's precision_recall_fscore_support(labels=range(n), zero_division=0)
-                         plus accuracy; macro = unweighted mean over *all* named classes.
+                         plus accuracy; macro = unweighted mean over *all* named classes; and
+                         Matthews' correlation (sklearn's matthews_corrcoef, multiclass R_K)
+  regression_report      Pearson and Spearman correlation (scipy's pearsonr, spearmanr with
+                         average ranks for ties) and the mean squared error
   entity_report          seqeval's micro precision/recall/F1 over exact (type, start, end) matches,
                          and the same per entity type, of entities chunked by
                          `nlp_jax.data.bio.bio_entities` (seqeval's default, "conlleval", mode).
@@ -41,7 +44,7 @@ def classification_report(y_true, y_pred, label_names: Sequence[str]) -> dict[st
 
     Returns:
       {"accuracy", "precision/<name>", "recall/<name>", "f1/<name>" for every name,
-       "precision_macro", "recall_macro", "f1_macro"}.
+       "precision_macro", "recall_macro", "f1_macro", "mcc"}.
 
     Macro averages run over every named class, including classes absent from both y_true and y_pred
     (they count as 0), as sklearn does when `labels` is given. Macro F1 is the mean of per-class F1,
@@ -73,7 +76,41 @@ def classification_report(y_true, y_pred, label_names: Sequence[str]) -> dict[st
             per_class[metric].append(value)
     for metric, values in per_class.items():
         report[f"{metric}_macro"] = float(np.mean(values)) if values else 0.0
+    report["mcc"] = _matthews(confusion)
     return report
+
+
+def _matthews(confusion: np.ndarray) -> float:
+    """Matthews' correlation of a confusion matrix (Gorodkin's R_K; the binary MCC for 2 x 2)."""
+    c = confusion.astype(np.float64)
+    s, correct = c.sum(), np.trace(c)
+    t, p = c.sum(1), c.sum(0)           # true and predicted counts per class
+    denominator = np.sqrt((s * s - p @ p) * (s * s - t @ t))
+    return _div(correct * s - t @ p, denominator)
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties sharing their average rank."""
+    ranks = np.empty(len(x))
+    ranks[np.argsort(x, kind="stable")] = np.arange(1, len(x) + 1)
+    _, tie, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.bincount(tie, weights=ranks) / counts)[tie]
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    return _div(float(a @ b), float(np.sqrt((a @ a) * (b @ b))))
+
+
+def regression_report(y_true, y_pred) -> dict[str, float]:
+    """{"pearson", "spearman", "mse"} of real-valued predictions (GLUE's STS-B)."""
+    y_true = np.asarray(y_true, np.float64).reshape(-1)
+    y_pred = np.asarray(y_pred, np.float64).reshape(-1)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has {y_true.size} values but y_pred has {y_pred.size}")
+    return {"pearson": _pearson(y_true, y_pred),
+            "spearman": _pearson(_average_ranks(y_true), _average_ranks(y_pred)),
+            "mse": float(np.mean((y_true - y_pred) ** 2)) if y_true.size else 0.0}
 
 
 def entity_report(true_tag_seqs: Sequence[Sequence[str]],

@@ -1,6 +1,7 @@
 """`--mode predict`: one JSON line per input line, from a fine-tuning workdir's best checkpoint.
 
     {"label": ..., "score": ...}                               classification, sentence pairs
+    {"score": ...}                                             regression (STS-B)
     {"entities": [{"text", "type", "start", "end"}, ...]}      NER (character offsets)
 
 The model is rebuilt from WORKDIR/encoder.json and tasks.json, its parameters read from
@@ -22,6 +23,7 @@ from nlp_jax.models.bert import BertConfig
 from nlp_jax.models.heads import BertForTasks
 from nlp_jax.train.checkpoint import Checkpointer, on_one_device
 from nlp_jax.train.pretrained import load_tokenizer
+from nlp_jax.train.recipes.finetune import class_probs
 
 
 def _read(workdir: str, name: str) -> dict:
@@ -46,7 +48,8 @@ def load_finetuned(workdir: str):
         raise FileNotFoundError(f"{workdir} has no trained model (no best/ checkpoint); train "
                                 "first")
     task_info = _read(workdir, "tasks.json")
-    heads = {n: (i["kind"], len(i["label_names"])) for n, i in task_info.items()}
+    heads = {n: (i["kind"], len(i["label_names"]), i.get("crf", False))
+             for n, i in task_info.items()}
     cfg = BertConfig(**_read(workdir, "encoder.json"))
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: BertForTasks(cfg, heads, nnx.Rngs(0))))
     try:
@@ -68,25 +71,26 @@ def predict_lines(workdir: str, lines: Iterable[str], *, batch_size: int = 32,
     if name not in task_info:
         raise ValueError(f"task {name!r} is not in {workdir}; choose one of {list(task_info)}")
     kind, names = task_info[name]["kind"], task_info[name]["label_names"]
-    forward = jax.jit(lambda ids, tt, am: jax.nn.softmax(
-        model(ids, tt, am, task=name)["logits"], -1))
+    forward = jax.jit(lambda batch: class_probs(model(
+        batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], task=name), batch))
     texts = []
     for i, line in enumerate(lines, 1):
         text = line.rstrip("\n")
         if not text.strip():
             raise ValueError(f"input line {i} is empty: give one text per line")
         texts.append(text)
-    examples = [({"text": t, "text_b": None, "label": 0} if kind == sources.CLASSIFICATION else
+    examples = [({"text": t, "text_b": None, "label": 0} if kind != sources.TOKEN_CLASSIFICATION else
                  {"chars": list(t), "tags": [0] * len(t)}) for t in texts]
     task_data = sources.TaskData(name=name, kind=kind, label_names=tuple(names),
                                  splits={"predict": examples})
     feats = encoding.encode_task(task_data, "predict", tokenizer, max_seq_len)
     for start in range(0, len(texts), batch_size):
         sl = slice(start, start + batch_size)
-        probs = np.asarray(forward(feats["input_ids"][sl], feats["token_type_ids"][sl],
-                                   feats["attention_mask"][sl]))
+        probs = np.asarray(forward({k: v[sl] for k, v in feats.items() if k != "token_spans"}))
         for j, text in enumerate(texts[sl]):
-            if kind == sources.CLASSIFICATION:
+            if kind == sources.REGRESSION:
+                yield {"score": round(float(probs[j]), 6)}
+            elif kind == sources.CLASSIFICATION:
                 k = int(probs[j].argmax())
                 yield {"label": names[k], "score": round(float(probs[j, k]), 6)}
             else:

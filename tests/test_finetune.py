@@ -262,3 +262,31 @@ def test_fine_tuning_steps_per_execution_and_grad_accumulation(tmp_path):
     for name in ("scan", "accum"):
         for key in ("loss", "grad_norm", "learning_rate"):
             assert results[name][key] == pytest.approx(results["single"][key], rel=1e-4), (name, key)
+
+
+@pytest.mark.parametrize("task", ["mnli", "stsb", "cola"])
+def test_glue_completeness_on_tfds_mock_data(tmp_path, task):
+    """MNLI scored on both validation splits, STS-B as a regression with scipy's correlations,
+    CoLA with scikit-learn's Matthews correlation, each against its own predictions file."""
+    import tensorflow_datasets as tfds
+    from scipy import stats
+    from sklearn.metrics import matthews_corrcoef
+    from configs import finetune_glue
+    c = quick(finetune_glue.get_config(task), num_steps=2)
+    c.init_from, c.data.max_seq_len = TINY_HF, 24
+    with tfds.testing.mock_data(num_examples=24):
+        train_and_evaluate(c, str(tmp_path))
+    tests = {r.get("split"): r for r in map(json.loads, open(tmp_path / "metrics.jsonl"))
+             if r["split"].startswith("test")}
+    preds = [json.loads(line) for line in open(tmp_path / "predictions" / f"{task}_test.jsonl")]
+    if task == "mnli":
+        assert set(tests) == {"test", "test_mismatched"}
+        assert os.path.exists(tmp_path / "predictions" / "mnli_mismatched_test.jsonl")
+    elif task == "stsb":
+        gold, pred = [p["gold"] for p in preds], [p["score"] for p in preds]
+        assert tests["test"]["pearson"] == pytest.approx(stats.pearsonr(gold, pred)[0], abs=1e-6)
+        assert tests["test"]["spearman"] == pytest.approx(stats.spearmanr(gold, pred)[0], abs=1e-6)
+        assert json.load(open(tmp_path / "tasks.json"))["stsb"]["kind"] == "regression"
+    else:
+        gold, pred = [p["gold"] for p in preds], [p["label"] for p in preds]
+        assert tests["test"]["mcc"] == pytest.approx(matthews_corrcoef(gold, pred), abs=1e-9)

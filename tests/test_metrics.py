@@ -31,6 +31,9 @@ def test_classification_report_by_hand():
         "precision/unused": 0.0, "recall/unused": 0.0, "f1/unused": 0.0,
         "precision_macro": 25 / 48, "recall_macro": 23 / 48,
         "f1_macro": 39 / 80,  # mean of per-class F1, not F1 of the macro P and R
+        # Matthews (R_K): 9 examples, 6 right, true counts t = (3, 2, 4, 0), predicted p = (2, 3,
+        # 4, 0): (6 * 9 - t.p) / sqrt((81 - p.p)(81 - t.t)) = (54 - 28) / sqrt(52 * 52) = 1/2.
+        "mcc": 0.5,
     }
     assert report.keys() == expected.keys()
     for key, value in expected.items():
@@ -145,3 +148,29 @@ def test_entity_report_rejects_length_mismatch():
         entity_report([["O"]], [])
     with pytest.raises(ValueError, match="tags"):
         entity_report([["O", "B-PER"]], [["O"]])
+
+
+def test_matthews_correlation_agrees_with_sklearn():
+    from sklearn.metrics import matthews_corrcoef
+    from nlp_jax.metrics import classification_report
+    rng = np.random.default_rng(0)
+    for n in (2, 3):
+        y_true, y_pred = rng.integers(0, n, 200), rng.integers(0, n, 200)
+        y_pred[:120] = y_true[:120]     # correlated, not perfectly
+        names = [str(i) for i in range(n)]
+        assert classification_report(y_true, y_pred, names)["mcc"] == pytest.approx(
+            matthews_corrcoef(y_true, y_pred), abs=1e-12)
+    assert classification_report([0, 0, 0], [0, 0, 0], ["a", "b"])["mcc"] == 0.0  # sklearn: 0
+
+
+def test_pearson_and_spearman_agree_with_scipy_ties_included():
+    from scipy import stats
+    from nlp_jax.metrics import regression_report
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 6, 100).astype(float)          # STS-B-like scores with ties
+    y_pred = y_true + rng.normal(0, 1.5, 100)
+    y_pred[:10] = 2.5                                          # ties in the predictions too
+    report = regression_report(y_true, y_pred)
+    assert report["pearson"] == pytest.approx(stats.pearsonr(y_true, y_pred)[0], abs=1e-12)
+    assert report["spearman"] == pytest.approx(stats.spearmanr(y_true, y_pred)[0], abs=1e-12)
+    assert report["mse"] == pytest.approx(np.mean((y_true - y_pred) ** 2))

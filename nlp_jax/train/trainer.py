@@ -224,9 +224,9 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
             params = best_ckpt.restore(step, {"params": first.abstract_state["params"]},
                                        config_dict)[0]["params"]
         result = recipe.evaluate(recipe.test_split, params, steps)
-        for row in result.rows:
-            log.info("%s (step %d): %s", recipe.test_split, step, _fmt(writer.write(
-                step, recipe.test_split, row)))
+        for row in result.rows:   # a row may name its own split, e.g. test_mismatched
+            split = row.pop("split", recipe.test_split)
+            log.info("%s (step %d): %s", split, step, _fmt(writer.write(step, split, row)))
         _write_predictions(workdir, recipe.test_split, result.predictions)
         return result.summary
     finally:  # a checkpoint in flight is completed even when the run stops on an error

@@ -15,7 +15,8 @@ import numpy as np
 class MetricWriter:
     def __init__(self, workdir: str, *, resume_step: int = 0, recomputed_splits=()):
         """resume_step: rows logged after it are dropped (they will be logged again), as are all
-        rows of `recomputed_splits` (e.g. "test", scored again at the end of every run)."""
+        rows of `recomputed_splits` and of splits named after them (e.g. "test" and
+        "test_mismatched", scored again at the end of every run)."""
         self.enabled = jax.process_index() == 0
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._tb = None
@@ -50,12 +51,16 @@ def _scalar(v):
     return v.item() if v.size == 1 else v.tolist()
 
 
+def _recomputed(split: str, recomputed_splits) -> bool:
+    return any(split == s or split.startswith(s + "_") for s in recomputed_splits)
+
+
 def _truncate_after(path: str, step: int, recomputed_splits=()) -> None:
     if not os.path.exists(path):
         return
     with open(path) as f:
         rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step
-                and json.loads(line)["split"] not in recomputed_splits]
+                and not _recomputed(json.loads(line)["split"], recomputed_splits)]
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.writelines(rows)

@@ -27,6 +27,7 @@ from jax.experimental import multihost_utils
 from nlp_jax import losses, metrics as metrics_lib, parallel
 from nlp_jax.data import bio, encoding, packing, sources, stream
 from nlp_jax.data.tokenizer import load_or_train_tokenizer
+from nlp_jax.losses import crf
 from nlp_jax.models.heads import BertForTasks
 from nlp_jax.train import pretrained
 from nlp_jax.train.recipes import Evaluation, Recipe, Stream, register
@@ -40,7 +41,9 @@ _SOURCE_KEYS = {"tfds_name": "tfds", "text_key": "tfds", "text_b_key": "tfds", "
                 "train_file": "files", "dev_file": "files", "test_file": "files",
                 "label_names": "files"}
 # The dev metrics each kind of task reports (besides per-label ones, "f1/<label>", ...).
-_METRICS = {sources.CLASSIFICATION: ("accuracy", "f1_macro", "precision_macro", "recall_macro"),
+_METRICS = {sources.CLASSIFICATION: ("accuracy", "f1_macro", "precision_macro", "recall_macro",
+                                     "mcc"),
+            sources.REGRESSION: ("pearson", "spearman"),
             sources.TOKEN_CLASSIFICATION: ("entity_f1", "entity_precision", "entity_recall")}
 
 
@@ -66,6 +69,10 @@ class Finetune(Recipe):
         for name, task in config.tasks.items():
             for loss in task.get("losses", {}) or {}:
                 losses.get(loss)
+            if task.get("crf") and (d.pack or t.label_smoothing):
+                raise ValueError(f"tasks.{name}.crf: a CRF chain cannot cross the examples of "
+                                 "a packed row, and its loss has no label smoothing: set "
+                                 "data.pack=False and train.label_smoothing=0")
             for key, source in _SOURCE_KEYS.items():   # a key of another source would be ignored
                 if task.get(key) and task.get("source", "builtin") != source:
                     raise ValueError(f"tasks.{name}.{key} is set but tasks.{name}.source="
@@ -88,6 +95,14 @@ class Finetune(Recipe):
         t, d = config.train, config.data
         self.config, self.workdir, self.mesh = config, workdir, mesh
         self.tasks = {name: sources.load_task(cfg) for name, cfg in config.tasks.items()}
+        self.crf = {name: bool(cfg.get("crf", False)) for name, cfg in config.tasks.items()}
+        for name, task in self.tasks.items():
+            if task.kind == sources.REGRESSION and t.label_smoothing:
+                raise ValueError(f"train.label_smoothing is for classes; {name} is a regression: "
+                                 "set it to 0")
+            if self.crf[name] and task.kind != sources.TOKEN_CLASSIFICATION:
+                raise ValueError(f"tasks.{name}.crf is for token classification (NER), and "
+                                 f"{name} is {task.kind}; leave it False")
         if config.init_from:
             self.encoder = pretrained.load_encoder(config.init_from, config.model)
             self.model_config, tokenizer = self.encoder.config, self.encoder.tokenizer
@@ -104,7 +119,7 @@ class Finetune(Recipe):
                              f"{cfg.max_position_embeddings} positions; shorten it")
         self.num_layers = cfg.num_layers
         self.features = {name: {split: encoding.encode_task(task, split, tokenizer, d.max_seq_len)
-                                for split in ("train", "dev", "test")}
+                                for split in task.splits}
                          for name, task in self.tasks.items()}
         # data.pack: several examples per training row; evaluation stays one example per row, so
         # scores are computed exactly as without packing.
@@ -118,9 +133,11 @@ class Finetune(Recipe):
         for n, task in self.tasks.items():
             # By default a task trains on the loss registered under its kind (classification,
             # token_classification); a task's `losses` may weigh in others, e.g. one's own.
-            weights = dict(config.tasks[n].get("losses", {}) or {}) or {task.kind: 1.0}
-            loss_fn = losses.combined_loss(weights, {task.kind: {"label_smoothing":
-                                                                 t.label_smoothing}, **loss_args})
+            weights = dict(config.tasks[n].get("losses", {}) or {}) or {
+                "crf" if self.crf[n] else task.kind: 1.0}
+            smoothing = {} if task.kind == sources.REGRESSION else {
+                task.kind: {"label_smoothing": t.label_smoothing}}
+            loss_fn = losses.combined_loss(weights, {**smoothing, **loss_args})
             batches = stream.task_batches(train[n], batch_size=t.batch_size, seed=t.seed,
                                           shuffle=True, drop_remainder=True, process_index=p,
                                           process_count=P, num_threads=d.num_threads,
@@ -130,13 +147,13 @@ class Finetune(Recipe):
         weights = np.array([config.tasks[n].get("weight", 1.0) for n in self.tasks], np.float64)
         self._draw = weights / weights.sum()
         self.eval_sets = {(n, s): stream.eval_batches(f[s], t.batch_size, p, P)
-                          for n, f in self.features.items() for s in ("dev", "test")}
+                          for n, f in self.features.items() for s in f if s != "train"}
         self._predictors = {}
         log.info("fine-tuning %s, %d steps per epoch, batch %d", list(self.tasks),
                  self.steps_per_epoch, t.batch_size)
 
     def model(self, rngs):
-        heads = {n: (task.kind, task.num_labels) for n, task in self.tasks.items()}
+        heads = {n: (task.kind, task.num_labels, self.crf[n]) for n, task in self.tasks.items()}
         return BertForTasks(self.model_config, heads, rngs)
 
     def pick(self, step: int) -> str:
@@ -160,20 +177,28 @@ class Finetune(Recipe):
         write_json(os.path.join(self.workdir, "encoder.json"),
                     dataclasses.asdict(self.model_config))
         write_json(os.path.join(self.workdir, "tasks.json"), {
-            n: {"kind": k.kind, "label_names": list(k.label_names)} for n, k in self.tasks.items()})
+            n: {"kind": k.kind, "label_names": list(k.label_names), "crf": self.crf[n]}
+            for n, k in self.tasks.items()})
 
     def evaluate(self, split, params, steps) -> Evaluation:
-        results = {}
+        results, rows, predictions = {}, [], {}
+        several = len(self.tasks) > 1
         for n, task in self.tasks.items():
-            probs = predict_probs(self._predictor(n, steps[n]), params, self.eval_sets[(n, split)],
-                                  self.mesh)
-            results[n] = score_task(task, task.splits[split], self.features[n][split], probs)
-        several = len(results) > 1
-        return Evaluation(
-            rows=[{"task": n, **report} if several else report for n, (report, _) in results.items()],
-            score=_best_score(results, self.config.train),
-            predictions={n: rows for n, (_, rows) in results.items()},
-            summary={n: report for n, (report, _) in results.items()})
+            # The test split brings its siblings along (MNLI's test_mismatched).
+            extra = [s for s in task.splits if s.startswith(split + "_")] \
+                if split == self.test_split else []
+            for s in [split, *extra]:
+                probs = predict_probs(self._predictor(n, steps[n]), params, self.eval_sets[(n, s)],
+                                      self.mesh)
+                report, examples = score_task(task, task.splits[s], self.features[n][s], probs)
+                rows.append({**({"task": n} if several else {}),
+                             **({"split": s} if s != split else {}), **report})
+                predictions[n if s == split else f"{n}{s[len(split):]}"] = examples
+                if s == split:
+                    results[n] = (report, examples)
+        return Evaluation(rows=rows, score=_best_score(results, self.config.train),
+                          predictions=predictions,
+                          summary={n: report for n, (report, _) in results.items()})
 
     def _predictor(self, name, steps):
         if name not in self._predictors:
@@ -186,12 +211,22 @@ class Finetune(Recipe):
 # Evaluation
 
 
+def class_probs(outputs: dict, batch: dict) -> jax.Array:
+    """Class probabilities from the model's outputs; with a CRF head, the Viterbi path as one-hot
+    rows (its argmax is the decoded tag); a regression head's value as it is."""
+    if outputs["logits"].ndim == batch["input_ids"].ndim - 1:   # regression: one value a row
+        return outputs["logits"]
+    if "crf" in outputs:
+        tags = crf.viterbi(outputs["logits"], batch["label_weights"] > 0, outputs["crf"])
+        return jax.nn.one_hot(tags, outputs["logits"].shape[-1])
+    return jax.nn.softmax(outputs["logits"], axis=-1)
+
+
 def predict_fn(graphdef, task: str, mesh, param_sh):
     """Jitted (params, batch) -> class probabilities of `task`'s head (replicated)."""
     def fn(params, batch):
         model = nnx.merge(graphdef, params)
-        logits = model(**model_inputs(model, batch), task=task)["logits"]
-        return jax.nn.softmax(logits, axis=-1)
+        return class_probs(model(**model_inputs(model, batch), task=task), batch)
     return jax.jit(fn, in_shardings=(param_sh, parallel.batch_sharding(mesh)),
                    out_shardings=parallel.replicated(mesh))
 
@@ -212,6 +247,10 @@ def predict_probs(predict, params, batches, mesh) -> np.ndarray:
 def score_task(task, split_examples, features, probs) -> tuple[dict, list[dict]]:
     """Metrics and per-example predictions of one task on one split."""
     names = task.label_names
+    if task.kind == sources.REGRESSION:
+        report = metrics_lib.regression_report(features["labels"], probs)
+        return report, [{"score": float(p), "gold": float(g)}
+                        for p, g in zip(probs, features["labels"])]
     if task.kind == sources.CLASSIFICATION:
         pred = probs.argmax(-1)
         report = metrics_lib.classification_report(features["labels"], pred, names)
