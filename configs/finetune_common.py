@@ -20,6 +20,8 @@ def task(name: str, source: str = "builtin", **fields) -> ml_collections.ConfigD
     t.max_examples = 0             # > 0: cap each split (quick experiments)
     t.train_examples = 0           # > 0: a seeded random subset of the training split (few-shot)
     t.weight = 1.0                 # multi-task: share of the steps spent on this task
+    t.negative_label = ""          # relation extraction: the no-relation label, left out of micro
+                                   # P/R/F1 as TACRED scores it (e.g. "no_relation")
     t.crf = False                  # token classification: a linear-chain CRF over the tags (loss
                                    # `crf`, Viterbi decoding) instead of a softmax per token
     t.losses = {}                  # registered loss name -> weight; empty: the loss of the task's

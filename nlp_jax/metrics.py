@@ -6,6 +6,8 @@ few numbers. The definitions follow them exactly, so results are comparable with
   classification_report  sklearn's precision_recall_fscore_support(labels=range(n), zero_division=0)
                          plus accuracy; macro = unweighted mean over *all* named classes; and
                          Matthews' correlation (sklearn's matthews_corrcoef, multiclass R_K)
+  relation_report        classification_report plus micro precision/recall/F1 over every label
+                         but the negative one (TACRED's scorer: "no_relation" is not a relation)
   regression_report      Pearson and Spearman correlation (scipy's pearsonr, spearmanr with
                          average ranks for ties) and the mean squared error
   entity_report          seqeval's micro precision/recall/F1 over exact (type, start, end) matches,
@@ -77,6 +79,22 @@ def classification_report(y_true, y_pred, label_names: Sequence[str]) -> dict[st
     for metric, values in per_class.items():
         report[f"{metric}_macro"] = float(np.mean(values)) if values else 0.0
     report["mcc"] = _matthews(confusion)
+    return report
+
+
+def relation_report(y_true, y_pred, label_names: Sequence[str], negative_label: str = ""
+                    ) -> dict[str, float]:
+    """classification_report plus micro_precision, micro_recall, micro_f1 of the positive labels:
+    precision over the predictions that are not `negative_label`, recall over the gold relations
+    that are not, a prediction right when it equals the gold label. With no negative label these
+    equal accuracy."""
+    report = classification_report(y_true, y_pred, label_names)
+    y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    negative = list(label_names).index(negative_label) if negative_label else -1
+    predicted, gold = y_pred != negative, y_true != negative
+    correct = float(np.sum(predicted & (y_pred == y_true)))
+    p, r = _div(correct, predicted.sum()), _div(correct, gold.sum())
+    report.update(micro_precision=p, micro_recall=r, micro_f1=_f1(p, r))
     return report
 
 

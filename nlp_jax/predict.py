@@ -2,6 +2,7 @@
 
     {"label": ..., "score": ...}                               classification, sentence pairs
     {"score": ...}                                             regression (STS-B)
+    {"label": ..., "score": ...} for each JSON line {"text", "head", "tail"}: relation extraction
     {"entities": [{"text", "type", "start", "end"}, ...]}      NER (character offsets)
 
 The model is rebuilt from WORKDIR/encoder.json and tasks.json, its parameters read from
@@ -24,6 +25,7 @@ from nlp_jax.models.heads import BertForTasks
 from nlp_jax.train.checkpoint import Checkpointer, on_one_device
 from nlp_jax.train.pretrained import load_tokenizer
 from nlp_jax.train.recipes.finetune import class_probs
+from nlp_jax.train.step import model_inputs
 
 
 def _read(workdir: str, name: str) -> dict:
@@ -71,16 +73,26 @@ def predict_lines(workdir: str, lines: Iterable[str], *, batch_size: int = 32,
     if name not in task_info:
         raise ValueError(f"task {name!r} is not in {workdir}; choose one of {list(task_info)}")
     kind, names = task_info[name]["kind"], task_info[name]["label_names"]
-    forward = jax.jit(lambda batch: class_probs(model(
-        batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], task=name), batch))
-    texts = []
+    forward = jax.jit(lambda batch: class_probs(
+        model(**model_inputs(model, batch), task=name), batch))
+    texts, examples = [], []
     for i, line in enumerate(lines, 1):
         text = line.rstrip("\n")
         if not text.strip():
             raise ValueError(f"input line {i} is empty: give one text per line")
         texts.append(text)
-    examples = [({"text": t, "text_b": None, "label": 0} if kind != sources.TOKEN_CLASSIFICATION else
-                 {"chars": list(t), "tags": [0] * len(t)}) for t in texts]
+        if kind == sources.RELATION:   # a JSON object a line: {"text", "head", "tail"}
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"input line {i}: invalid JSON ({e.msg}); give one "
+                                 '{"text", "head", "tail"} object a line') from None
+            t, head, tail, _ = sources.read_relation(record, f"input line {i}", need_label=False)
+            examples.append({"text": t, "head": head, "tail": tail, "label": 0})
+        elif kind == sources.TOKEN_CLASSIFICATION:
+            examples.append({"chars": list(text), "tags": [0] * len(text)})
+        else:
+            examples.append({"text": text, "text_b": None, "label": 0})
     task_data = sources.TaskData(name=name, kind=kind, label_names=tuple(names),
                                  splits={"predict": examples})
     feats = encoding.encode_task(task_data, "predict", tokenizer, max_seq_len)
@@ -90,7 +102,7 @@ def predict_lines(workdir: str, lines: Iterable[str], *, batch_size: int = 32,
         for j, text in enumerate(texts[sl]):
             if kind == sources.REGRESSION:
                 yield {"score": round(float(probs[j]), 6)}
-            elif kind == sources.CLASSIFICATION:
+            elif kind != sources.TOKEN_CLASSIFICATION:
                 k = int(probs[j].argmax())
                 yield {"label": names[k], "score": round(float(probs[j, k]), 6)}
             else:

@@ -3,7 +3,9 @@
 Either tokenizer (SentencePiece or WordPiece) works. Classification examples become
 [CLS] a [SEP] (b [SEP]) rows; token-classification examples become one label per tokenizer piece
 (`bio.piece_labels`) with the character span of every piece, so that predicted piece tags can be
-read back as character entities (`bio.entities_from_pieces`).
+read back as character entities (`bio.entities_from_pieces`). Relation examples get typed entity
+markers around the head and tail (`mark_entities`), and the positions of the markers that open
+them (Baldini Soares et al. 2019's "entity start").
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import numpy as np
 
 from nlp_jax.data import bio
-from nlp_jax.data.sources import TOKEN_CLASSIFICATION, TaskData
+from nlp_jax.data.sources import RELATION, TOKEN_CLASSIFICATION, TaskData
 
 _log = logging.getLogger(__name__)
 
@@ -87,6 +89,49 @@ def _encode_tokens(task, split, examples, tokenizer, max_seq_len):
     return out, n_truncated
 
 
+def mark_entities(text: str, head: dict, tail: dict) -> tuple[str, int, int]:
+    """`text` with typed punctuation markers, `@ * type * head @` and `# ^ type ^ tail #` (Zhou
+    and Chen 2021: markers made of characters every tokenizer has, so no new vocabulary), and the
+    character offsets of the opening `@` and `#`. Without a type: `@ head @`, `# tail #`."""
+    def opening(symbol, inner, entity):
+        return f"{symbol} {inner} {entity['type']} {inner} " if entity.get("type") else f"{symbol} "
+    inserts = sorted([(head["start"], 1, opening("@", "*", head), "head"),
+                      (head["end"], 0, " @", None),
+                      (tail["start"], 1, opening("#", "^", tail), "tail"),
+                      (tail["end"], 0, " #", None)])      # at one offset, a closing one first
+    pieces, starts, last = [], {}, 0
+    for offset, _, marker, which in inserts:
+        pieces.append(text[last:offset])
+        if which:
+            starts[which] = sum(map(len, pieces))
+        pieces.append(marker)
+        last = offset
+    pieces.append(text[last:])
+    return "".join(pieces), starts["head"], starts["tail"]
+
+
+def _encode_relation(task, split, examples, tokenizer, max_seq_len):
+    n, L = len(examples), max_seq_len
+    out = {k: np.zeros((n, L), np.int32) for k in ("input_ids", "token_type_ids", "attention_mask")}
+    out["input_ids"][:] = tokenizer.pad_id
+    out["entity_positions"] = np.zeros((n, 2), np.int32)
+    n_truncated = 0
+    for i, e in enumerate(examples):
+        marked, head, tail = mark_entities(e["text"], e["head"], e["tail"])
+        ids, spans = tokenizer.encode_with_offsets(marked)
+        # The first piece that reaches into each opening marker; +1 for [CLS].
+        first = [next((j for j, (_, end) in enumerate(spans) if end > c), 0) + 1
+                 for c in (head, tail)]
+        if len(ids) > L - 2:
+            ids, n_truncated = ids[: L - 2], n_truncated + 1
+        # A marker cut off by truncation falls back to [CLS] (position 0).
+        out["entity_positions"][i] = [p if p <= len(ids) else 0 for p in first]
+        out["input_ids"][i, : len(ids) + 2] = [tokenizer.cls_id, *ids, tokenizer.sep_id]
+        out["attention_mask"][i, : len(ids) + 2] = 1
+    out["labels"] = np.asarray([e["label"] for e in examples], np.int32).reshape(n)
+    return out, n_truncated
+
+
 def encode_task(task: TaskData, split: str, tokenizer, max_seq_len: int) -> dict[str, np.ndarray]:
     """Fixed-shape arrays of `split` (N examples, L = max_seq_len), for either tokenizer.
 
@@ -96,6 +141,9 @@ def encode_task(task: TaskData, split: str, tokenizer, max_seq_len: int) -> dict
       tag, see `bio.piece_labels`); label_weights [N, L] float32 (1 on pieces covering text, 0 on
       [CLS]/[SEP]/padding); token_spans [N, L, 2] int32 ([start, end) character span of each piece
       in the example's text; -1 on specials and padding).
+    relation: input_ids, token_type_ids (0), attention_mask [N, L] of the marked text
+      (`mark_entities`); entity_positions [N, 2] int32 (the head's and tail's opening markers;
+      0 = [CLS] when truncation cut one off); labels [N] int32.
     Over-long examples are truncated, with one warning per split.
     """
     if split not in task.splits:
@@ -105,7 +153,8 @@ def encode_task(task: TaskData, split: str, tokenizer, max_seq_len: int) -> dict
     if max_seq_len < 4:
         raise ValueError(f"max_seq_len={max_seq_len} leaves no room for text; use at least 4")
     examples = task.splits[split]
-    encode = _encode_tokens if task.kind == TOKEN_CLASSIFICATION else _encode_classification
+    encode = {TOKEN_CLASSIFICATION: _encode_tokens, RELATION: _encode_relation}.get(
+        task.kind, _encode_classification)
     out, n_truncated = encode(task, split, examples, tokenizer, max_seq_len)
     if n_truncated:
         _log.warning(

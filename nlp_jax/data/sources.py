@@ -10,13 +10,15 @@ Sources (`cfg_task.source`):
              -> "dev", "validation" -> "test" (MNLI: "validation_matched" -> "test" and
              "validation_mismatched" -> "test_mismatched"). Other datasets (e.g. imdb_reviews)
              have a labeled "test": train minus 5% / that 5% / "test".
-  "files"    TSV / JSONL classification files, CoNLL / JSONL token-classification files (formats in
-             `_read_tsv`, `_read_jsonl`, `_read_conll`). Without dev_file, dev is a seeded 10% of
+  "files"    TSV / JSONL classification files, CoNLL / JSONL token-classification files, JSONL
+             relation-extraction files (formats in `_read_tsv`, `_read_jsonl`, `_read_conll`,
+             `_read_relation_jsonl`). Without dev_file, dev is a seeded 10% of
              train; without test_file, test is the dev split (logged).
 
 Every split has at least one example (an empty one is an error naming the file or the source).
 Examples: classification {"text": str, "text_b": str | None, "label": int} (regression: a float
-"label"); token classification
+"label"); relation {"text", "head", "tail": {"start", "end", "type" (or None)}, "label": int};
+token classification
 {"chars": list[str] (one per character, "".join(chars) is the text), "tags": list[int]}.
 `encoding.encode_task` turns a split into fixed-shape arrays.
 """
@@ -38,7 +40,7 @@ _log = logging.getLogger(__name__)
 SENTIMENT_LABELS = ("negative", "positive")
 NER_LABELS = ("O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER")
 CLASSIFICATION, TOKEN_CLASSIFICATION = "classification", "token_classification"
-REGRESSION = "regression"
+REGRESSION, RELATION = "regression", "relation"
 
 # (text_key, text_b_key, label_key) of known TFDS datasets, used for the keys left empty.
 TFDS_KEYS = {
@@ -265,6 +267,35 @@ def _read_jsonl(path: str) -> list[tuple[int, str, str | None, str | int]]:
     return rows
 
 
+def _entity(r: dict, key: str, text: str, where: str) -> dict:
+    e = r.get(key)
+    if not isinstance(e, dict) or not all(isinstance(e.get(k), int) for k in ("start", "end")):
+        raise ValueError(f"{where}: needs \"{key}\": {{\"start\": int, \"end\": int, \"type\": "
+                         f"str (optional)}}, got {e!r}")
+    if not 0 <= e["start"] < e["end"] <= len(text):
+        raise ValueError(f"{where}: {key} span [{e['start']}, {e['end']}) is not inside the "
+                         f"text's {len(text)} characters")
+    return {"start": e["start"], "end": e["end"], "type": e.get("type")}
+
+
+def read_relation(r: dict, where: str, need_label: bool = True):
+    """One relation record -> (text, head, tail, label or None); `where` names it in errors."""
+    if not isinstance(r.get("text"), str) or not r["text"].strip():
+        raise ValueError(f"{where}: needs a non-empty string \"text\", got keys {sorted(r)}")
+    head, tail = (_entity(r, k, r["text"], where) for k in ("head", "tail"))
+    if head["start"] < tail["end"] and tail["start"] < head["end"]:
+        raise ValueError(f"{where}: the head and tail spans overlap; markers need them apart")
+    if need_label and "relation" not in r:
+        raise ValueError(f"{where}: needs a \"relation\" (the label)")
+    return r["text"], head, tail, r.get("relation")
+
+
+def _read_relation_jsonl(path: str) -> list[tuple]:
+    """{"text", "head": {"start", "end", "type"?}, "tail": {...}, "relation"} lines (character
+    offsets, end exclusive) -> (lineno, text, head, tail, relation)."""
+    return [(lineno, *read_relation(r, f"{path}:{lineno}")) for lineno, r in _json_records(path)]
+
+
 def _read_conll(path: str) -> list[tuple[int, list[str], list[str]]]:
     """`token<TAB>tag` lines, blank lines between sentences -> (lineno, chars, char tags)."""
     sentences, chars, tags, start = [], [], [], 0
@@ -331,12 +362,15 @@ def _files_task(cfg_task, seed: int) -> TaskData:
     if "train" not in paths:
         raise ValueError("task.source='files' needs task.train_file")
 
-    token_level = fmt == "conll"
+    token_level, relation = fmt == "conll", False
     if fmt == "jsonl":  # the first record says which kind of JSONL this is
         first = _json_records(paths["train"])[:1]
         token_level = bool(first) and "tokens" in first[0][1]
+        relation = bool(first) and "head" in first[0][1]
     if token_level:
         reader = _read_conll if fmt == "conll" else _read_ner_jsonl
+    elif relation:
+        reader = _read_relation_jsonl
     else:
         reader = _read_tsv if fmt == "tsv" else _read_jsonl
     raw = {split: reader(path) for split, path in paths.items()}
@@ -377,6 +411,11 @@ def _files_task(cfg_task, seed: int) -> TaskData:
                 {"chars": chars, "tags": [to_id(split, lineno, t) for t in tags]}
                 for lineno, chars, tags in rows
             ]
+        elif relation:
+            splits[split] = [
+                {"text": text, "head": head, "tail": tail, "label": to_id(split, lineno, label)}
+                for lineno, text, head, tail, label in rows
+            ]
         else:
             splits[split] = [
                 {"text": text, "text_b": text_b, "label": to_id(split, lineno, label)}
@@ -393,7 +432,7 @@ def _files_task(cfg_task, seed: int) -> TaskData:
     if "test" not in splits:
         splits["test"] = splits["dev"]
         _log.info("No task.test_file: test results are on the dev split")
-    kind = TOKEN_CLASSIFICATION if token_level else CLASSIFICATION
+    kind = TOKEN_CLASSIFICATION if token_level else RELATION if relation else CLASSIFICATION
     return TaskData(str(_cfg(cfg_task, "name", "files")) or "files", kind, label_names, splits)
 
 

@@ -4,6 +4,8 @@
                           (single texts and sentence pairs alike: pairs differ only in token_type_ids;
                           packed rows: one per example, [batch, k, labels])
     regression            dropout -> dense on the pooled [CLS] vector   -> logits [batch] (one value)
+    relation              dropout -> dense on [head start; tail start]  -> logits [batch, labels]
+                          (the vectors at the entity markers, `entity_positions` [batch, 2])
     token_classification  dropout -> dense on every token's vector      -> logits [batch, seq, labels]
                           (crf=True: plus a linear-chain CRF's scores, outputs['crf'], for the
                           `crf` loss and Viterbi decoding in nlp_jax/losses/crf.py)
@@ -14,9 +16,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nlp_jax.models.bert import BertConfig, BertEncoder, _init, _zeros, dropout
+from nlp_jax.models.bert import BertConfig, BertEncoder, _init, _zeros, dropout, gather_positions
 
-KINDS = ("classification", "regression", "token_classification")
+KINDS = ("classification", "regression", "relation", "token_classification")
 
 
 class CRF(nnx.Module):
@@ -42,12 +44,18 @@ class TaskHead(nnx.Module):
             raise ValueError(f"a CRF is for token classification, not {kind}")
         self.kind, self.rate = kind, cfg.dropout_rate
         self.crf = CRF(num_labels) if crf else None
-        self.dense = nnx.Linear(cfg.hidden_size, num_labels, dtype=cfg.dtype,
+        width = 2 * cfg.hidden_size if kind == "relation" else cfg.hidden_size
+        self.dense = nnx.Linear(width, num_labels, dtype=cfg.dtype,
                                 kernel_init=_init(cfg, ("embed", None)),
                                 bias_init=_zeros((None,)), rngs=rngs)
 
     def __call__(self, encoded: dict, dropout_rng=None) -> jax.Array:
-        x = encoded["sequence_output" if self.kind == "token_classification" else "pooled_output"]
+        if self.kind == "relation":
+            x = gather_positions(encoded["sequence_output"], encoded["entity_positions"])
+            x = x.reshape(*x.shape[:-2], -1)          # [batch, 2 * hidden]: head start; tail start
+        else:
+            x = encoded["sequence_output" if self.kind == "token_classification"
+                        else "pooled_output"]
         logits = self.dense(dropout(x, self.rate, dropout_rng)).astype(jnp.float32)
         return logits[..., 0] if self.kind == "regression" else logits
 
@@ -56,7 +64,8 @@ class BertForTasks(nnx.Module):
     """BERT encoder + named task heads. `tasks` maps a task name to (kind, num_labels) or
     (kind, num_labels, crf)."""
 
-    input_keys = ("input_ids", "token_type_ids", "attention_mask", "position_ids", "cls_positions")
+    input_keys = ("input_ids", "token_type_ids", "attention_mask", "position_ids", "cls_positions",
+                  "entity_positions")
 
     def __init__(self, cfg: BertConfig, tasks: dict[str, tuple[str, int]], rngs: nnx.Rngs):
         self.cfg = cfg
@@ -65,14 +74,17 @@ class BertForTasks(nnx.Module):
                                for name, spec in tasks.items()})
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
-                 cls_positions=None, *, task: str, dropout_rng=None) -> dict:
+                 cls_positions=None, entity_positions=None, *, task: str, dropout_rng=None
+                 ) -> dict:
         """Returns the encoder outputs plus 'logits' of the task's head (float32). Packed rows
-        pass position_ids and cls_positions (see BertEncoder)."""
+        pass position_ids and cls_positions (see BertEncoder); relation heads read
+        entity_positions [batch, 2]."""
         encoder_rng = head_rng = None
         if dropout_rng is not None:
             encoder_rng, head_rng = jax.random.split(dropout_rng)
         out = self.bert(input_ids, token_type_ids, attention_mask, position_ids, cls_positions,
                         dropout_rng=encoder_rng)
+        out["entity_positions"] = entity_positions
         head = self.heads[task]
         out["logits"] = head(out, head_rng)
         if head.crf is not None:

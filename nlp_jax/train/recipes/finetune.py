@@ -41,9 +41,15 @@ _SOURCE_KEYS = {"tfds_name": "tfds", "text_key": "tfds", "text_b_key": "tfds", "
                 "train_file": "files", "dev_file": "files", "test_file": "files",
                 "label_names": "files"}
 # The dev metrics each kind of task reports (besides per-label ones, "f1/<label>", ...).
+# The loss each kind trains on when a task names none.
+_DEFAULT_LOSS = {sources.CLASSIFICATION: "classification", sources.RELATION: "classification",
+                 sources.REGRESSION: "regression",
+                 sources.TOKEN_CLASSIFICATION: "token_classification"}
 _METRICS = {sources.CLASSIFICATION: ("accuracy", "f1_macro", "precision_macro", "recall_macro",
                                      "mcc"),
             sources.REGRESSION: ("pearson", "spearman"),
+            sources.RELATION: ("micro_f1", "micro_precision", "micro_recall", "accuracy",
+                               "f1_macro"),
             sources.TOKEN_CLASSIFICATION: ("entity_f1", "entity_precision", "entity_recall")}
 
 
@@ -97,6 +103,14 @@ class Finetune(Recipe):
         self.tasks = {name: sources.load_task(cfg) for name, cfg in config.tasks.items()}
         self.crf = {name: bool(cfg.get("crf", False)) for name, cfg in config.tasks.items()}
         for name, task in self.tasks.items():
+            negative = config.tasks[name].get("negative_label", "")
+            if negative and (task.kind != sources.RELATION or negative not in task.label_names):
+                raise ValueError(f"tasks.{name}.negative_label={negative!r} must be one of the "
+                                 f"labels of a relation task; {name} is {task.kind} with labels "
+                                 f"{list(task.label_names)}")
+            if task.kind == sources.RELATION and d.pack:
+                raise ValueError(f"data.pack: the relation task {name} keeps one example a row "
+                                 "(its entity positions); set data.pack=False")
             if task.kind == sources.REGRESSION and t.label_smoothing:
                 raise ValueError(f"train.label_smoothing is for classes; {name} is a regression: "
                                  "set it to 0")
@@ -133,10 +147,10 @@ class Finetune(Recipe):
         for n, task in self.tasks.items():
             # By default a task trains on the loss registered under its kind (classification,
             # token_classification); a task's `losses` may weigh in others, e.g. one's own.
-            weights = dict(config.tasks[n].get("losses", {}) or {}) or {
-                "crf" if self.crf[n] else task.kind: 1.0}
-            smoothing = {} if task.kind == sources.REGRESSION else {
-                task.kind: {"label_smoothing": t.label_smoothing}}
+            default = "crf" if self.crf[n] else _DEFAULT_LOSS[task.kind]
+            weights = dict(config.tasks[n].get("losses", {}) or {}) or {default: 1.0}
+            smoothing = {} if default in ("crf", "regression") else {
+                default: {"label_smoothing": t.label_smoothing}}
             loss_fn = losses.combined_loss(weights, {**smoothing, **loss_args})
             batches = stream.task_batches(train[n], batch_size=t.batch_size, seed=t.seed,
                                           shuffle=True, drop_remainder=True, process_index=p,
@@ -187,10 +201,12 @@ class Finetune(Recipe):
             # The test split brings its siblings along (MNLI's test_mismatched).
             extra = [s for s in task.splits if s.startswith(split + "_")] \
                 if split == self.test_split else []
+            negative = self.config.tasks[n].get("negative_label", "")
             for s in [split, *extra]:
                 probs = predict_probs(self._predictor(n, steps[n]), params, self.eval_sets[(n, s)],
                                       self.mesh)
-                report, examples = score_task(task, task.splits[s], self.features[n][s], probs)
+                report, examples = score_task(task, task.splits[s], self.features[n][s], probs,
+                                              negative)
                 rows.append({**({"task": n} if several else {}),
                              **({"split": s} if s != split else {}), **report})
                 predictions[n if s == split else f"{n}{s[len(split):]}"] = examples
@@ -244,16 +260,19 @@ def predict_probs(predict, params, batches, mesh) -> np.ndarray:
     return np.concatenate(out)
 
 
-def score_task(task, split_examples, features, probs) -> tuple[dict, list[dict]]:
+def score_task(task, split_examples, features, probs, negative_label: str = ""
+               ) -> tuple[dict, list[dict]]:
     """Metrics and per-example predictions of one task on one split."""
     names = task.label_names
     if task.kind == sources.REGRESSION:
         report = metrics_lib.regression_report(features["labels"], probs)
         return report, [{"score": float(p), "gold": float(g)}
                         for p, g in zip(probs, features["labels"])]
-    if task.kind == sources.CLASSIFICATION:
+    if task.kind in (sources.CLASSIFICATION, sources.RELATION):
         pred = probs.argmax(-1)
-        report = metrics_lib.classification_report(features["labels"], pred, names)
+        report = (metrics_lib.relation_report(features["labels"], pred, names, negative_label)
+                  if task.kind == sources.RELATION else
+                  metrics_lib.classification_report(features["labels"], pred, names))
         rows = [{"label": names[p], "score": float(probs[i, p]), "gold": names[g]}
                 for i, (p, g) in enumerate(zip(pred, features["labels"]))]
         return report, rows
