@@ -102,21 +102,7 @@ class Finetune(Recipe):
         self.config, self.workdir, self.mesh = config, workdir, mesh
         self.tasks = {name: sources.load_task(cfg) for name, cfg in config.tasks.items()}
         self.crf = {name: bool(cfg.get("crf", False)) for name, cfg in config.tasks.items()}
-        for name, task in self.tasks.items():
-            negative = config.tasks[name].get("negative_label", "")
-            if negative and (task.kind != sources.RELATION or negative not in task.label_names):
-                raise ValueError(f"tasks.{name}.negative_label={negative!r} must be one of the "
-                                 f"labels of a relation task; {name} is {task.kind} with labels "
-                                 f"{list(task.label_names)}")
-            if task.kind == sources.RELATION and d.pack:
-                raise ValueError(f"data.pack: the relation task {name} keeps one example a row "
-                                 "(its entity positions); set data.pack=False")
-            if task.kind == sources.REGRESSION and t.label_smoothing:
-                raise ValueError(f"train.label_smoothing is for classes; {name} is a regression: "
-                                 "set it to 0")
-            if self.crf[name] and task.kind != sources.TOKEN_CLASSIFICATION:
-                raise ValueError(f"tasks.{name}.crf is for token classification (NER), and "
-                                 f"{name} is {task.kind}; leave it False")
+        _check_tasks(config, self.tasks, self.crf)
         if config.init_from:
             self.encoder = pretrained.load_encoder(config.init_from, config.model)
             self.model_config, tokenizer = self.encoder.config, self.encoder.tokenizer
@@ -301,6 +287,26 @@ def _best_score(results: dict, t) -> float:
 
 # ------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _check_tasks(config, tasks: dict, crf: dict) -> None:
+    """The config checks that need a task's kind, known once its examples are read."""
+    t, d = config.train, config.data
+    for name, task in tasks.items():
+        negative = config.tasks[name].get("negative_label", "")
+        if negative and (task.kind != sources.RELATION or negative not in task.label_names):
+            raise ValueError(f"tasks.{name}.negative_label={negative!r} must be one of the "
+                             f"labels of a relation task; {name} is {task.kind} with labels "
+                             f"{list(task.label_names)}")
+        if task.kind == sources.RELATION and d.pack:
+            raise ValueError(f"data.pack: the relation task {name} keeps one example a row "
+                             "(its entity positions); set data.pack=False")
+        if task.kind == sources.REGRESSION and t.label_smoothing:
+            raise ValueError(f"train.label_smoothing is for classes; {name} is a regression: "
+                             "set it to 0")
+        if crf[name] and task.kind != sources.TOKEN_CLASSIFICATION:
+            raise ValueError(f"tasks.{name}.crf is for token classification (NER), and "
+                             f"{name} is {task.kind}; leave it False")
 
 
 def _check_shapes(loaded: dict, expected: dict, source: str) -> None:
