@@ -39,9 +39,20 @@ def without_timing(rs):
     return [{k: v for k, v in r.items() if not k.endswith("_per_s")} for r in rs]
 
 
-def test_sigterm_saves_at_the_current_step_and_the_rerun_equals_an_uninterrupted_run(tmp_path):
-    cfg = pretrain_config(num_steps=8, eval_every=8, checkpoint_every=4)
-    train_and_evaluate(cfg, str(tmp_path / "straight"))
+STRAIGHT = dict(num_steps=8, eval_every=8, checkpoint_every=4)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """An uninterrupted pretraining run (checkpoints at 4 and 8) that faulted runs must match."""
+    workdir = tmp_path_factory.mktemp("straight")
+    train_and_evaluate(pretrain_config(**STRAIGHT), str(workdir))
+    return workdir
+
+
+def test_sigterm_saves_at_the_current_step_and_the_rerun_equals_an_uninterrupted_run(tmp_path,
+                                                                                   straight):
+    cfg = pretrain_config(**STRAIGHT)
 
     def preempt_at_6(step, state):
         if step == 6:
@@ -53,7 +64,7 @@ def test_sigterm_saves_at_the_current_step_and_the_rerun_equals_an_uninterrupted
     assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["4", "6"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     train_and_evaluate(cfg, str(tmp_path / "resumed"))
-    assert without_timing(rows(tmp_path / "resumed")) == without_timing(rows(tmp_path / "straight"))
+    assert without_timing(rows(tmp_path / "resumed")) == without_timing(rows(straight))
 
 
 def run_py(*args, wait=True):
@@ -140,17 +151,17 @@ def _damage_truncated(step_dir):
 
 
 @pytest.mark.parametrize("damage", [_damage_missing, _damage_truncated])
-def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage, caplog):
-    cfg = pretrain_config(num_steps=8, eval_every=8, checkpoint_every=4)
-    train_and_evaluate(cfg, str(tmp_path / "straight"))
-    shutil.copytree(tmp_path / "straight", tmp_path / "damaged")
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage, caplog,
+                                                                    straight):
+    cfg = pretrain_config(**STRAIGHT)
+    shutil.copytree(straight, tmp_path / "damaged")
     damage(str(tmp_path / "damaged" / "checkpoints" / "8"))
     train_and_evaluate(cfg, str(tmp_path / "damaged"))   # the same command again
     warnings = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
     assert len(warnings) == 1 and "checkpoint 8" in warnings[0], warnings
     assert os.listdir(tmp_path / "damaged" / "damaged_checkpoints")[0].startswith("8-")
     # Steps 5-8 trained again from checkpoint 4: the figures of the uninterrupted run.
-    assert without_timing(rows(tmp_path / "damaged")) == without_timing(rows(tmp_path / "straight"))
+    assert without_timing(rows(tmp_path / "damaged")) == without_timing(rows(straight))
 
 
 def test_a_live_workdir_is_refused_and_a_sigkilled_run_leaves_no_lock(tmp_path):
