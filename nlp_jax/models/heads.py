@@ -84,9 +84,8 @@ class BertForTasks(nnx.Module):
             encoder_rng, head_rng = jax.random.split(dropout_rng)
         out = self.bert(input_ids, token_type_ids, attention_mask, position_ids, cls_positions,
                         dropout_rng=encoder_rng)
-        out["entity_positions"] = entity_positions
         head = self.heads[task]
-        out["logits"] = head(out, head_rng)
+        out["logits"] = head({**out, "entity_positions": entity_positions}, head_rng)
         if head.crf is not None:
             out["crf"] = head.crf()
         return out

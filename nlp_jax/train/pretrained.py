@@ -49,18 +49,25 @@ def _read_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def _pretraining_parts(workdir: str):
-    """(BertConfig, tokenizer, Checkpointer) of a pretraining workdir."""
+def _pretraining_config(workdir: str):
+    """(BertConfig, tokenizer, config) of a pretraining workdir, read without any weights."""
     if not os.path.exists(os.path.join(workdir, "config.json")):
         raise FileNotFoundError(f"{workdir} is not a pretraining workdir (no config.json); "
                                 "give the --workdir of a pretraining run")
     config = _read_config(workdir)
     if config.get("recipe", config.get("task", "pretrain")) != "pretrain":
         raise ValueError(f"{workdir} is a {config.get('recipe', config.get('task'))} workdir, not "
-                         "a pretraining one; give the --workdir of a pretraining run")
+                         "a pretraining one; give the --workdir of a pretraining run or a "
+                         "Hugging Face BERT directory")
     tokenizer = Tokenizer.load(config.data.tokenizer_path or os.path.join(workdir, "tokenizer"))
+    return bert_config(config.model, tokenizer.vocab_size), tokenizer, config
+
+
+def _pretraining_parts(workdir: str):
+    """(BertConfig, tokenizer, Checkpointer, config) of a pretraining workdir."""
+    cfg, tokenizer, config = _pretraining_config(workdir)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
-    return bert_config(config.model, tokenizer.vocab_size), tokenizer, ckpt, config
+    return cfg, tokenizer, ckpt, config
 
 
 def _restore_params(ckpt: Checkpointer, step: int | None, target: dict, workdir: str) -> dict:
@@ -124,12 +131,7 @@ def encoder_config(init_from: str) -> BertConfig:
         return hf.config_from_hf(path)
     if os.path.exists(os.path.join(path, "config.json")) and os.path.isdir(
             os.path.join(path, "checkpoints")):
-        config = _read_config(path)
-        if config.get("recipe", config.get("task", "pretrain")) != "pretrain":
-            raise ValueError(f"init_from={init_from!r} is a fine-tuning workdir; give a "
-                             "pretraining workdir or a Hugging Face BERT directory")
-        tokenizer = Tokenizer.load(config.data.tokenizer_path or os.path.join(path, "tokenizer"))
-        return bert_config(config.model, tokenizer.vocab_size)
+        return _pretraining_config(path)[0]
     raise ValueError(f"init_from={init_from!r} is neither a pretraining workdir of ours "
                      "(config.json + checkpoints/) nor a Hugging Face BERT directory "
                      "(config.json + model.safetensors); point it at one of those")

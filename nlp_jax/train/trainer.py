@@ -37,7 +37,8 @@ import numpy as np
 
 from nlp_jax import losses, parallel
 from nlp_jax.train import optim, recipes
-from nlp_jax.train.checkpoint import Checkpointer, DamagedCheckpointError, check_compatible
+from nlp_jax.train.checkpoint import (Checkpointer, DamagedCheckpointError,
+                                     IncompatibleCheckpointError, check_compatible)
 from nlp_jax.train.step import make_steps
 from nlp_jax.train.writer import MetricWriter, write_json
 
@@ -80,14 +81,17 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int, d
 
 def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    if os.path.isdir(ckpt_dir):  # refuse another run's checkpoint before any slow work
-        probe = Checkpointer(ckpt_dir)
-        if probe.latest_step() is not None:
-            try:
-                check_compatible(probe.saved_config(probe.latest_step()), config_dict, ckpt_dir)
-            except DamagedCheckpointError:
-                pass   # restore_latest below sets it aside and falls back
-        probe.close()
+    ckpt = Checkpointer(ckpt_dir, max_to_keep=config.train.max_checkpoints) \
+        if os.path.isdir(ckpt_dir) else None
+    latest = ckpt.latest_step() if ckpt else None
+    if latest is not None:  # refuse another run's checkpoint before any slow work
+        try:
+            check_compatible(ckpt.saved_config(latest), config_dict, ckpt_dir)
+        except DamagedCheckpointError:
+            pass   # restore_latest below sets it aside and falls back
+        except IncompatibleCheckpointError:
+            ckpt.close()
+            raise
 
     # ---------------------------------------------------------------- mesh
     mesh = parallel.make_mesh(config.mesh)
@@ -97,9 +101,6 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
     # ---------------------------------------------------------------- the recipe: data and model
     recipe = recipe_cls(config, workdir, mesh)
     t = _resolve_intervals(config.train, recipe.steps_per_epoch)
-    ckpt = Checkpointer(ckpt_dir, max_to_keep=t.max_checkpoints) if os.path.isdir(ckpt_dir) \
-        else None
-    latest = ckpt.latest_step() if ckpt else None
 
     # ---------------------------------------------------------------- optimiser and steps
     tx = optim.make_optimizer(t, recipe.num_layers)
@@ -335,8 +336,9 @@ class _FiniteCheck:
 
     def check(self) -> None:
         pending, self.pending = self.pending, []
-        for first_step, metrics in pending:
-            values = {m: np.atleast_1d(np.asarray(v)) for m, v in jax.device_get(metrics).items()}
+        fetched = jax.device_get([metrics for _, metrics in pending])   # one transfer for all
+        for (first_step, _), metrics in zip(pending, fetched):
+            values = {m: np.atleast_1d(np.asarray(v)) for m, v in metrics.items()}
             bad = ~np.logical_and.reduce([np.isfinite(v) for v in values.values()])
             if bad.any():
                 i = int(np.argmax(bad))
