@@ -14,7 +14,7 @@ def task(name: str, source: str = "builtin", **fields) -> ml_collections.ConfigD
     t.train_file = ""              # source=files: TSV (text[, text_b], label), JSONL or CoNLL
     t.dev_file = ""                # empty: a seeded 10% of the training file
     t.test_file = ""               # empty: the dev split
-    t.file_format = "tsv"          # tsv | jsonl | conll (NER)
+    t.file_format = "tsv"          # tsv | jsonl | conll (NER) | squad (QA: SQuAD-format JSON)
     t.label_names = ()             # empty: inferred from the training data
     t.split_seed = 0               # seed of the built-in / held-out splits
     t.max_examples = 0             # > 0: cap each split (quick experiments)
@@ -24,6 +24,7 @@ def task(name: str, source: str = "builtin", **fields) -> ml_collections.ConfigD
                                    # P/R/F1 as TACRED scores it (e.g. "no_relation")
     t.crf = False                  # token classification: a linear-chain CRF over the tags (loss
                                    # `crf`, Viterbi decoding) instead of a softmax per token
+    t.max_answer_len = 30          # question answering: longest answer, in pieces
     t.losses = {}                  # registered loss name -> weight; empty: the loss of the task's
                                    # kind (classification | token_classification); see loss_modules
     t.update(fields)
@@ -51,7 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.remat = False                   # recompute layer activations in backward (saves memory)
 
     c.data = ml_collections.ConfigDict()
-    c.data.max_seq_len = 128                # tokens per example, specials included (longer: truncated)
+    c.data.max_seq_len = 128                # tokens per row, specials included (longer texts:
+                                            # truncated; NER and QA: read in overlapping windows)
+    c.data.doc_stride = 0                   # NER and QA: pieces between window starts (0: half a window)
+    c.data.max_query_len = 64               # QA: question pieces kept
     c.data.pack = False                     # training rows hold several examples each (fewer steps
                                             # per epoch; see packing.pack_features and docs/results.md)
     c.data.tokenizer_path = ""              # random init: an existing SentencePiece model to use

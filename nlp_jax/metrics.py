@@ -13,13 +13,22 @@ few numbers. The definitions follow them exactly, so results are comparable with
   entity_report          seqeval's micro precision/recall/F1 over exact (type, start, end) matches,
                          and the same per entity type, of entities chunked by
                          `nlp_jax.data.bio.bio_entities` (seqeval's default, "conlleval", mode).
+  squad_em_f1            exact match and token F1 of one answer, as SQuAD's official evaluation
+                         script (v2.0, which agrees with v1.1 wherever v1.1 has answers) scores it
+  cmrc_em_f1             the same for Chinese, as CMRC 2018's cmrc2018_evaluate.py scores it:
+                         mixed character/word segmentation and longest-common-substring F1
+  qa_report              mean exact match and F1 in percent over a data set, with SQuAD 2.0's
+                         HasAns/NoAns split when some questions are unanswerable
 
 Every value is a Python float (JSON- and TensorBoard-friendly); 0/0 is 0.0 (sklearn's
-zero_division=0, seqeval's default).
+zero_division=0, seqeval's default). The question-answering scores are plain Python (strings).
 """
 
 from __future__ import annotations
 
+import re
+import string
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -168,4 +177,175 @@ def entity_report(true_tag_seqs: Sequence[Sequence[str]],
         report[f"precision/{entity_type}"] = p
         report[f"recall/{entity_type}"] = r
         report[f"f1/{entity_type}"] = f
+    return report
+
+
+# ------------------------------------------------------------------------------------------------
+# Extractive question answering: SQuAD (English) and CMRC 2018 (Chinese).
+
+_SQUAD_PUNCTUATION = frozenset(string.punctuation)
+_SQUAD_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def _normalize_answer(s: str) -> str:
+    """SQuAD's normalize_answer: lower-case, drop ASCII punctuation, drop the articles a/an/the,
+    collapse whitespace. Order matters: "the." loses its "." before the article rule sees "the"."""
+    s = "".join(ch for ch in s.lower() if ch not in _SQUAD_PUNCTUATION)
+    return " ".join(_SQUAD_ARTICLES.sub(" ", s).split())
+
+
+def _squad_f1(prediction_tokens: list[str], gold_tokens: list[str]) -> float:
+    """SQuAD 2.0's compute_f1: bag-of-tokens overlap (a token counts as often as it appears in
+    both). An empty side scores 1 only against another empty side: that is how "no answer" is
+    right."""
+    if not prediction_tokens or not gold_tokens:
+        return float(prediction_tokens == gold_tokens)
+    num_same = sum((Counter(prediction_tokens) & Counter(gold_tokens)).values())
+    if num_same == 0:
+        return 0.0
+    precision, recall = num_same / len(prediction_tokens), num_same / len(gold_tokens)
+    return 2.0 * precision * recall / (precision + recall)
+
+
+def _check_golds(golds: Sequence[str]) -> None:
+    # A bare string would be iterated as one gold answer per character and score nonsense.
+    if isinstance(golds, str):
+        raise TypeError(f"golds must be a sequence of answers, not the string {golds!r}")
+
+
+def squad_em_f1(prediction: str, golds: Sequence[str]) -> tuple[float, float]:
+    """(exact match, F1), each in [0, 1], of one predicted answer against its gold answers, as
+    SQuAD's official script computes them: the best over the gold answers, each taken separately.
+
+    As SQuAD 2.0 does, gold answers that normalise to "" are dropped, and a question with none left
+    (`golds` empty: unanswerable) has the single gold answer "", which only an answer that
+    normalises to "" matches (EM 1, F1 1). v1.1 has no such answers and otherwise agrees.
+    """
+    _check_golds(golds)
+    prediction = _normalize_answer(prediction)
+    golds = [g for g in map(_normalize_answer, golds) if g] or [""]
+    exact = max(float(prediction == g) for g in golds)
+    f1 = max(_squad_f1(prediction.split(), g.split()) for g in golds)
+    return exact, f1
+
+
+# cmrc2018_evaluate.py's sp_char list. It also lists "……", but it tests one character at a time,
+# so that two-character entry never matches and "…" is kept; so it is left out here.
+_CMRC_PUNCTUATION = frozenset("-:_*^/\\~`+=，。：？！“”；’《》·、「」（）－～『』")
+
+
+def _is_cjk(char: str) -> bool:
+    # The script's range: CJK Unified Ideographs up to U+9FA5 (not the later additions to U+9FFF).
+    return "\u4e00" <= char <= "\u9fa5"
+
+
+def _remove_punctuation(in_str: str) -> str:
+    """cmrc2018_evaluate.py's remove_punctuation: lower-case, strip the ends, drop sp_char. Inner
+    spaces stay, so EM tells "北京 大学" from "北京大学"."""
+    return "".join(ch for ch in in_str.lower().strip() if ch not in _CMRC_PUNCTUATION)
+
+
+def _mixed_segmentation(in_str: str) -> list[str]:
+    """cmrc2018_evaluate.py's mixed_segmentation(in_str, rm_punc=True): every Chinese character is
+    a token; the text between them is split into words (so "2008年" is ["2008", "年"]).
+
+    Punctuation is dropped *before* splitting, as in the script, so it does not separate words:
+    "ab-cd" is one token "abcd". The script splits the text between Chinese characters with
+    nltk.word_tokenize; this splits it at whitespace only, which is the same except where nltk
+    would split off ASCII punctuation the script keeps ("," "." "?" ...) or clitics ("n't").
+    """
+    segs_out: list[str] = []
+    temp_str: list[str] = []
+    for char in in_str.lower().strip():
+        if char in _CMRC_PUNCTUATION:
+            continue
+        if _is_cjk(char):
+            segs_out.extend("".join(temp_str).split())
+            temp_str = []
+            segs_out.append(char)
+        else:
+            temp_str.append(char)
+    segs_out.extend("".join(temp_str).split())
+    return segs_out
+
+
+def _find_lcs(s1: list[str], s2: list[str]) -> int:
+    """Length of the longest common substring (contiguous run of tokens) of s1 and s2."""
+    longest = 0
+    previous = [0] * (len(s2) + 1)  # previous[j]: common run ending at s1[i - 1] and s2[j - 1]
+    for a in s1:
+        current = [0] * (len(s2) + 1)
+        for j, b in enumerate(s2):
+            if a == b:
+                current[j + 1] = previous[j] + 1
+                longest = max(longest, current[j + 1])
+        previous = current
+    return longest
+
+
+def _cmrc_f1(prediction_segs: list[str], ans_segs: list[str]) -> float:
+    # The script gives 0 whenever the LCS is empty, so an empty answer could never be right; for
+    # unanswerable questions SQuAD 2.0's rule (empty matches only empty) is used instead.
+    if not prediction_segs or not ans_segs:
+        return float(prediction_segs == ans_segs)
+    lcs_len = _find_lcs(ans_segs, prediction_segs)
+    if lcs_len == 0:
+        return 0.0
+    precision, recall = lcs_len / len(prediction_segs), lcs_len / len(ans_segs)
+    return 2.0 * precision * recall / (precision + recall)
+
+
+def cmrc_em_f1(prediction: str, golds: Sequence[str]) -> tuple[float, float]:
+    """(exact match, F1), each in [0, 1], of one predicted answer against its gold answers, as
+    CMRC 2018's cmrc2018_evaluate.py computes them (calc_em_score, calc_f1_score): EM compares the
+    strings without punctuation, F1 is from the longest common substring of the mixed
+    segmentations (precision = LCS / prediction tokens, recall = LCS / answer tokens); the best
+    over the gold answers. Empty `golds` (unanswerable) is handled as in `squad_em_f1`.
+    """
+    _check_golds(golds)
+    golds = list(golds) or [""]
+    prediction_ = _remove_punctuation(prediction)
+    exact = max(float(prediction_ == _remove_punctuation(g)) for g in golds)
+    prediction_segs = _mixed_segmentation(prediction)
+    f1 = max(_cmrc_f1(prediction_segs, _mixed_segmentation(g)) for g in golds)
+    return exact, f1
+
+
+_QA_SCORERS = {"en": squad_em_f1, "zh": cmrc_em_f1}
+
+
+def qa_report(predictions: Sequence[str], golds: Sequence[Sequence[str]],
+              language: str = "en") -> dict[str, float]:
+    """Mean exact match and F1 of extractive QA answers, in percent (0..100) as both official
+    scripts print them.
+
+    Args:
+      predictions: one predicted answer text per question ("" for "no answer").
+      golds: the gold answer texts of each question; an empty list marks it unanswerable.
+      language: "en" scores with `squad_em_f1` (SQuAD), "zh" with `cmrc_em_f1` (CMRC 2018).
+
+    Returns:
+      {"exact_match", "f1"}; if some question is unanswerable, also SQuAD 2.0's HasAns/NoAns
+      split: "has_answer_exact_match", "has_answer_f1" over the answerable questions and
+      "no_answer_exact_match", "no_answer_f1" over the others, each pair only if its subset is
+      not empty.
+    """
+    if language not in _QA_SCORERS:
+        raise ValueError(f"language must be one of {sorted(_QA_SCORERS)}, got {language!r}")
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions but {len(golds)} gold answer lists")
+    score = _QA_SCORERS[language]
+    scores = [score(p, g) for p, g in zip(predictions, golds)]
+
+    def means(subset: list[tuple[float, float]]) -> tuple[float, float]:
+        return (100.0 * _div(sum(em for em, _ in subset), len(subset)),
+                100.0 * _div(sum(f1 for _, f1 in subset), len(subset)))
+
+    report = dict(zip(("exact_match", "f1"), means(scores)))
+    answerable = [len(g) > 0 for g in golds]
+    if not all(answerable):
+        for prefix, wanted in (("has_answer", True), ("no_answer", False)):
+            subset = [s for s, a in zip(scores, answerable) if a == wanted]
+            if subset:
+                report[f"{prefix}_exact_match"], report[f"{prefix}_f1"] = means(subset)
     return report

@@ -4,6 +4,8 @@
     {"score": ...}                                             regression (STS-B)
     {"label": ..., "score": ...} for each JSON line {"text", "head", "tail"}: relation extraction
     {"entities": [{"text", "type", "start", "end"}, ...]}      NER (character offsets)
+    {"answer", "score", "start"} for each JSON line {"question", "context"}: extractive QA
+                                                               ("" and -1: no answer)
 
 The model is rebuilt from WORKDIR/encoder.json and tasks.json, its parameters read from
 WORKDIR/best/ through `Checkpointer.restore`, the tokenizer from WORKDIR/tokenizer.
@@ -19,12 +21,12 @@ import jax
 import numpy as np
 from flax import nnx
 
-from nlp_jax.data import bio, encoding, sources
+from nlp_jax.data import encoding, sources
 from nlp_jax.models.bert import BertConfig
 from nlp_jax.models.heads import BertForTasks
 from nlp_jax.train.checkpoint import Checkpointer, on_one_device
 from nlp_jax.train.pretrained import load_tokenizer
-from nlp_jax.train.recipes.finetune import class_probs
+from nlp_jax.train.recipes.finetune import decode, head_scores
 from nlp_jax.train.step import model_inputs
 
 
@@ -34,7 +36,7 @@ def _read(workdir: str, name: str) -> dict:
 
 
 def load_finetuned(workdir: str):
-    """(model, tokenizer, tasks info, max_seq_len) of a fine-tuning workdir, eval mode."""
+    """(model, tokenizer, tasks info, the run's data config) of a fine-tuning workdir, eval mode."""
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"--workdir {workdir} does not exist; give the workdir of a "
                                 "fine-tuning run")
@@ -59,57 +61,65 @@ def load_finetuned(workdir: str):
                               )[0]["params"]
     finally:
         best.close()
-    max_seq_len = _read(workdir, "config.json")["data"]["max_seq_len"]
     return (nnx.merge(graphdef, params), load_tokenizer(os.path.join(workdir, "tokenizer")),
-            task_info, max_seq_len)
+            task_info, _read(workdir, "config.json")["data"])
+
+
+def _example(kind: str, text: str, i: int) -> dict:
+    """The task example of input line `i` (1-based, for errors); labels are placeholders."""
+    if kind in (sources.RELATION, sources.QUESTION_ANSWERING):   # a JSON object a line
+        keys = '{"text", "head", "tail"}' if kind == sources.RELATION else '{"question", "context"}'
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"input line {i}: invalid JSON ({e.msg}); give one {keys} object a "
+                             "line") from None
+        if kind == sources.RELATION:
+            t, head, tail, _ = sources.read_relation(record, f"input line {i}", need_label=False)
+            return {"text": t, "head": head, "tail": tail, "label": 0}
+        if not isinstance(record, dict) or not all(isinstance(record.get(k), str) and record[k]
+                                                   for k in ("question", "context")):
+            raise ValueError(f"input line {i}: needs non-empty strings \"question\" and "
+                             f"\"context\"; give one {keys} object a line")
+        return {"id": str(record.get("id", i)), "question": record["question"],
+                "context": record["context"], "answers": []}
+    if kind == sources.TOKEN_CLASSIFICATION:
+        return {"chars": list(text), "tags": [0] * len(text)}
+    return {"text": text, "text_b": None, "label": 0}
 
 
 def predict_lines(workdir: str, lines: Iterable[str], *, batch_size: int = 32,
                   task: str | None = None):
-    """Yields one dict per input line (see the module docstring); `task`: which head (default:
-    the first task of the run)."""
-    model, tokenizer, task_info, max_seq_len = load_finetuned(workdir)
+    """One dict per input line (see the module docstring); `task`: which head (default: the
+    first task of the run)."""
+    model, tokenizer, task_info, data = load_finetuned(workdir)
     name = task or next(iter(task_info))
     if name not in task_info:
         raise ValueError(f"task {name!r} is not in {workdir}; choose one of {list(task_info)}")
-    kind, names = task_info[name]["kind"], task_info[name]["label_names"]
-    forward = jax.jit(lambda batch: class_probs(
-        model(**model_inputs(model, batch), task=name), batch))
-    texts, examples = [], []
+    info = task_info[name]
+    forward = jax.jit(lambda batch: head_scores(
+        model(**model_inputs(model, batch), task=name), batch, info["kind"]))
+    examples = []
     for i, line in enumerate(lines, 1):
         text = line.rstrip("\n")
         if not text.strip():
-            raise ValueError(f"input line {i} is empty: give one text per line")
-        texts.append(text)
-        if kind == sources.RELATION:   # a JSON object a line: {"text", "head", "tail"}
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"input line {i}: invalid JSON ({e.msg}); give one "
-                                 '{"text", "head", "tail"} object a line') from None
-            t, head, tail, _ = sources.read_relation(record, f"input line {i}", need_label=False)
-            examples.append({"text": t, "head": head, "tail": tail, "label": 0})
-        elif kind == sources.TOKEN_CLASSIFICATION:
-            examples.append({"chars": list(text), "tags": [0] * len(text)})
-        else:
-            examples.append({"text": text, "text_b": None, "label": 0})
-    task_data = sources.TaskData(name=name, kind=kind, label_names=tuple(names),
+            raise ValueError(f"input line {i} is empty: give one input a line")
+        examples.append(_example(info["kind"], text, i))
+    task_data = sources.TaskData(name=name, kind=info["kind"],
+                                 label_names=tuple(info["label_names"]),
                                  splits={"predict": examples})
-    feats = encoding.encode_task(task_data, "predict", tokenizer, max_seq_len)
-    for start in range(0, len(texts), batch_size):
-        sl = slice(start, start + batch_size)
-        probs = np.asarray(forward({k: v[sl] for k, v in feats.items() if k != "token_spans"}))
-        for j, text in enumerate(texts[sl]):
-            if kind == sources.REGRESSION:
-                yield {"score": round(float(probs[j]), 6)}
-            elif kind != sources.TOKEN_CLASSIFICATION:
-                k = int(probs[j].argmax())
-                yield {"label": names[k], "score": round(float(probs[j, k]), 6)}
-            else:
-                real = feats["label_weights"][start + j] > 0
-                tags = [names[t] for t in probs[j].argmax(-1)[real]]
-                yield {"entities": bio.entities_from_pieces(
-                    tags, feats["token_spans"][start + j][real], text)}
+    feats = encoding.encode_task(task_data, "predict", tokenizer, data["max_seq_len"],
+                                 doc_stride=data.get("doc_stride", 0),
+                                 max_query_len=data.get("max_query_len", 64))
+    device = {k: v for k, v in feats.items() if k not in encoding.HOST_KEYS}
+    n = len(feats["input_ids"])
+    scores = np.concatenate([np.asarray(forward({k: v[s:s + batch_size] for k, v in device.items()}))
+                             for s in range(0, n, batch_size)])
+    for row in decode(task_data, examples, feats, scores, info):
+        if "score" in row:
+            row["score"] = round(float(row["score"]), 6)
+        yield row if info["kind"] != sources.TOKEN_CLASSIFICATION else \
+            {"entities": row["entities"]}
 
 
 def predict_main(workdir: str, input_path: str | None) -> None:

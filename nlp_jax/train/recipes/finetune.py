@@ -1,4 +1,5 @@
-"""Fine-tuning recipe: one encoder, one head per task (classification, sentence pairs, NER).
+"""Fine-tuning recipe: one encoder, one head per task (classification, sentence pairs,
+regression, relation extraction, NER, extractive QA).
 
 - `config.init_from`: a pretraining workdir of ours (or one of its checkpoints/<step>), or a
   Hugging Face BERT directory (safetensors + WordPiece vocabulary); the architecture and the
@@ -20,12 +21,13 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
 from nlp_jax import losses, metrics as metrics_lib, parallel
-from nlp_jax.data import bio, encoding, packing, sources, stream
+from nlp_jax.data import bio, encoding, packing, qa, sources, stream
 from nlp_jax.data.tokenizer import load_or_train_tokenizer
 from nlp_jax.losses import crf
 from nlp_jax.models.heads import BertForTasks
@@ -44,13 +46,15 @@ _SOURCE_KEYS = {"tfds_name": "tfds", "text_key": "tfds", "text_b_key": "tfds", "
 # The loss each kind trains on when a task names none.
 _DEFAULT_LOSS = {sources.CLASSIFICATION: "classification", sources.RELATION: "classification",
                  sources.REGRESSION: "regression",
-                 sources.TOKEN_CLASSIFICATION: "token_classification"}
+                 sources.TOKEN_CLASSIFICATION: "token_classification",
+                 sources.QUESTION_ANSWERING: "span"}
 _METRICS = {sources.CLASSIFICATION: ("accuracy", "f1_macro", "precision_macro", "recall_macro",
                                      "mcc"),
             sources.REGRESSION: ("pearson", "spearman"),
             sources.RELATION: ("micro_f1", "micro_precision", "micro_recall", "accuracy",
                                "f1_macro"),
-            sources.TOKEN_CLASSIFICATION: ("entity_f1", "entity_precision", "entity_recall")}
+            sources.TOKEN_CLASSIFICATION: ("entity_f1", "entity_precision", "entity_recall"),
+            sources.QUESTION_ANSWERING: ("f1", "exact_match", "has_answer_f1", "no_answer_f1")}
 
 
 @register("finetune")
@@ -118,14 +122,20 @@ class Finetune(Recipe):
             raise ValueError(f"data.max_seq_len={d.max_seq_len} exceeds the encoder's "
                              f"{cfg.max_position_embeddings} positions; shorten it")
         self.num_layers = cfg.num_layers
-        self.features = {name: {split: encoding.encode_task(task, split, tokenizer, d.max_seq_len)
-                                for split in task.splits}
+        self.features = {name: {split: encoding.encode_task(
+            task, split, tokenizer, d.max_seq_len, doc_stride=d.doc_stride,
+            max_query_len=d.max_query_len) for split in task.splits}
                          for name, task in self.tasks.items()}
+        # How each task's answers are read (tasks.json keeps it for --mode predict).
+        self.info = {n: _task_info(task, config.tasks[n], self.crf[n])
+                     for n, task in self.tasks.items()}
         # data.pack: several examples per training row; evaluation stays one example per row, so
-        # scores are computed exactly as without packing.
-        train = {n: packing.pack_features(f["train"], tokenizer.pad_id) if d.pack else f["train"]
+        # scores are computed exactly as without packing. Training rows leave the host-only keys.
+        train = {n: {k: v for k, v in f["train"].items() if k not in encoding.HOST_KEYS}
                  for n, f in self.features.items()}
-        rows = {n: len(f["labels"]) for n, f in train.items()}
+        train = {n: packing.pack_features(f, tokenizer.pad_id) if d.pack else f
+                 for n, f in train.items()}
+        rows = {n: len(f["input_ids"]) for n, f in train.items()}
         self.steps_per_epoch = max(sum(rows.values()) // t.batch_size, 1)
         p, P = jax.process_index(), jax.process_count()
         loss_args = {k: dict(v) for k, v in dict(config.get("loss_args", {}) or {}).items()}
@@ -135,14 +145,15 @@ class Finetune(Recipe):
             # token_classification); a task's `losses` may weigh in others, e.g. one's own.
             default = "crf" if self.crf[n] else _DEFAULT_LOSS[task.kind]
             weights = dict(config.tasks[n].get("losses", {}) or {}) or {default: 1.0}
-            smoothing = {} if default in ("crf", "regression") else {
+            smoothing = {} if default in ("crf", "regression", "span") else {
                 default: {"label_smoothing": t.label_smoothing}}
             loss_fn = losses.combined_loss(weights, {**smoothing, **loss_args})
             batches = stream.task_batches(train[n], batch_size=t.batch_size, seed=t.seed,
                                           shuffle=True, drop_remainder=True, process_index=p,
                                           process_count=P, num_threads=d.num_threads,
                                           prefetch=d.prefetch)
-            per_row = len(self.features[n]["train"]["labels"]) / rows[n]  # packed rows hold several
+            # Packed rows hold several examples; long examples take several windows.
+            per_row = len(task.splits["train"]) / rows[n]
             self.streams[n] = Stream(batches, loss_fn, {"task": n}, {"examples": per_row})
         weights = np.array([config.tasks[n].get("weight", 1.0) for n in self.tasks], np.float64)
         self._draw = weights / weights.sum()
@@ -176,9 +187,7 @@ class Finetune(Recipe):
         _copy_tokenizer(self.tokenizer_files, os.path.join(self.workdir, "tokenizer"))
         write_json(os.path.join(self.workdir, "encoder.json"),
                     dataclasses.asdict(self.model_config))
-        write_json(os.path.join(self.workdir, "tasks.json"), {
-            n: {"kind": k.kind, "label_names": list(k.label_names), "crf": self.crf[n]}
-            for n, k in self.tasks.items()})
+        write_json(os.path.join(self.workdir, "tasks.json"), self.info)
 
     def evaluate(self, split, params, steps) -> Evaluation:
         results, rows, predictions = {}, [], {}
@@ -189,10 +198,10 @@ class Finetune(Recipe):
                 if split == self.test_split else []
             negative = self.config.tasks[n].get("negative_label", "")
             for s in [split, *extra]:
-                probs = predict_probs(self._predictor(n, steps[n]), params, self.eval_sets[(n, s)],
-                                      self.mesh)
-                report, examples = score_task(task, task.splits[s], self.features[n][s], probs,
-                                              negative)
+                scores = predict_scores(self._predictor(n, steps[n]), params,
+                                        self.eval_sets[(n, s)], self.mesh)
+                report, examples = score_task(task, task.splits[s], self.features[n][s], scores,
+                                              self.info[n], negative)
                 rows.append({**({"task": n} if several else {}),
                              **({"split": s} if s != split else {}), **report})
                 predictions[n if s == split else f"{n}{s[len(split):]}"] = examples
@@ -204,8 +213,8 @@ class Finetune(Recipe):
 
     def _predictor(self, name, steps):
         if name not in self._predictors:
-            self._predictors[name] = predict_fn(steps.graphdef, name, self.mesh,
-                                                steps.state_shardings["params"])
+            self._predictors[name] = predict_fn(steps.graphdef, name, self.tasks[name].kind,
+                                                self.mesh, steps.state_shardings["params"])
         return self._predictors[name]
 
 
@@ -213,66 +222,91 @@ class Finetune(Recipe):
 # Evaluation
 
 
-def class_probs(outputs: dict, batch: dict) -> jax.Array:
-    """Class probabilities from the model's outputs; with a CRF head, the Viterbi path as one-hot
-    rows (its argmax is the decoded tag); a regression head's value as it is."""
-    if outputs["logits"].ndim == batch["input_ids"].ndim - 1:   # regression: one value a row
+def head_scores(outputs: dict, batch: dict, kind: str) -> jax.Array:
+    """What a task's predictions are read from: class probabilities; with a CRF head, the Viterbi
+    path as one-hot rows (its argmax is the decoded tag); a regression head's value as it is; a
+    QA head's start and end logits [batch, seq, 2], padding at -1e9."""
+    if kind == sources.REGRESSION:
         return outputs["logits"]
+    if kind == sources.QUESTION_ANSWERING:
+        return jnp.where(batch["attention_mask"][..., None] > 0, outputs["logits"], -1e9)
     if "crf" in outputs:
         tags = crf.viterbi(outputs["logits"], batch["label_weights"] > 0, outputs["crf"])
         return jax.nn.one_hot(tags, outputs["logits"].shape[-1])
     return jax.nn.softmax(outputs["logits"], axis=-1)
 
 
-def predict_fn(graphdef, task: str, mesh, param_sh):
-    """Jitted (params, batch) -> class probabilities of `task`'s head (replicated)."""
+def predict_fn(graphdef, task: str, kind: str, mesh, param_sh):
+    """Jitted (params, batch) -> `head_scores` of `task`'s head (replicated)."""
     def fn(params, batch):
         model = nnx.merge(graphdef, params)
-        return class_probs(model(**model_inputs(model, batch), task=task), batch)
+        return head_scores(model(**model_inputs(model, batch), task=task), batch, kind)
     return jax.jit(fn, in_shardings=(param_sh, parallel.batch_sharding(mesh)),
                    out_shardings=parallel.replicated(mesh))
 
 
-def predict_probs(predict, params, batches, mesh) -> np.ndarray:
-    """Class probabilities for every real row of `batches` (padding rows dropped), in order."""
+def predict_scores(predict, params, batches, mesh) -> np.ndarray:
+    """`head_scores` for every real row of `batches` (padding rows dropped), in order."""
     out = []
     for b in batches:
-        probs = np.asarray(predict(params, parallel.global_batch(
-            {k: v for k, v in b.items() if k != "token_spans"}, mesh)))
+        scores = np.asarray(predict(params, parallel.global_batch(
+            {k: v for k, v in b.items() if k not in encoding.HOST_KEYS}, mesh)))
         # Rows of all processes come back; keep the real ones (example_weights is global too).
         weights = np.asarray(multihost_utils.process_allgather(
             b["example_weights"], tiled=True)) if jax.process_count() > 1 else b["example_weights"]
-        out.append(probs[weights > 0])
+        out.append(scores[weights > 0])
     return np.concatenate(out)
 
 
-def score_task(task, split_examples, features, probs, negative_label: str = ""
-               ) -> tuple[dict, list[dict]]:
-    """Metrics and per-example predictions of one task on one split."""
+def decode(task, examples: list, features: dict, scores: np.ndarray, info: dict) -> list[dict]:
+    """One prediction per example (what --mode predict prints) from its rows' `head_scores`:
+    {"label", "score"} (classification, relation), {"score"} (regression), {"text", "entities"}
+    (NER: each piece from the window that scores it), {"answer", "score", "start"} (QA)."""
     names = task.label_names
     if task.kind == sources.REGRESSION:
-        report = metrics_lib.regression_report(features["labels"], probs)
-        return report, [{"score": float(p), "gold": float(g)}
-                        for p, g in zip(probs, features["labels"])]
+        return [{"score": float(p)} for p in scores]
     if task.kind in (sources.CLASSIFICATION, sources.RELATION):
-        pred = probs.argmax(-1)
-        report = (metrics_lib.relation_report(features["labels"], pred, names, negative_label)
+        return [{"label": names[p], "score": float(scores[i, p])}
+                for i, p in enumerate(scores.argmax(-1))]
+    if task.kind == sources.QUESTION_ANSWERING:
+        return qa.answers(examples, features, scores, no_answer=info["no_answer"],
+                          max_answer_len=info["max_answer_len"])
+    keep = (features["label_weights"] > 0) & (features["max_context"] > 0)
+    tags, pieces = scores.argmax(-1), [([], []) for _ in examples]
+    for r, i in enumerate(features["example_index"]):
+        pieces[i][0].extend(names[t] for t in tags[r][keep[r]])
+        pieces[i][1].extend(features["token_spans"][r][keep[r]].tolist())
+    out = []
+    for e, (piece_tags, spans) in zip(examples, pieces):
+        text = "".join(e["chars"])
+        out.append({"text": text, "entities": bio.entities_from_pieces(
+            piece_tags, np.asarray(spans, np.int32).reshape(-1, 2), text)})
+    return out
+
+
+def score_task(task, examples, features, scores, info: dict, negative_label: str = ""
+               ) -> tuple[dict, list[dict]]:
+    """Metrics and per-example predictions (with the gold answer) of one task on one split."""
+    rows, names = decode(task, examples, features, scores, info), task.label_names
+    if task.kind == sources.REGRESSION:
+        gold = [e["label"] for e in examples]
+        report = metrics_lib.regression_report(gold, scores)
+    elif task.kind in (sources.CLASSIFICATION, sources.RELATION):
+        gold = [names[e["label"]] for e in examples]
+        ids, pred = [e["label"] for e in examples], scores.argmax(-1)
+        report = (metrics_lib.relation_report(ids, pred, names, negative_label)
                   if task.kind == sources.RELATION else
-                  metrics_lib.classification_report(features["labels"], pred, names))
-        rows = [{"label": names[p], "score": float(probs[i, p]), "gold": names[g]}
-                for i, (p, g) in enumerate(zip(pred, features["labels"]))]
-        return report, rows
-    gold_tags, pred_tags, rows = [], [], []
-    for i, ex in enumerate(split_examples):
-        text = "".join(ex["chars"])
-        real = features["label_weights"][i] > 0
-        piece_tags = [names[t] for t in probs[i].argmax(-1)[real]]
-        entities = bio.entities_from_pieces(piece_tags, features["token_spans"][i][real], text)
-        gold_tags.append([names[t] for t in ex["tags"]])
-        pred_tags.append(bio.char_tags(entities, len(text)))
-        rows.append({"text": text, "entities": entities})
-    # Scored on characters against the gold annotation, not on the tokenizer's pieces.
-    return metrics_lib.entity_report(gold_tags, pred_tags), rows
+                  metrics_lib.classification_report(ids, pred, names))
+    elif task.kind == sources.QUESTION_ANSWERING:
+        gold = [[a["text"] for a in e["answers"]] for e in examples]
+        report = metrics_lib.qa_report([r["answer"] for r in rows], gold,
+                                       "zh" if info["chinese"] else "en")
+    else:   # scored on characters against the gold annotation, not on the tokenizer's pieces
+        gold = [[names[t] for t in e["tags"]] for e in examples]
+        report = metrics_lib.entity_report(
+            gold, [bio.char_tags(r["entities"], len(r["text"])) for r in rows])
+        gold = [None] * len(rows)   # the text and its entities say it
+    return report, [{**r, **({"gold": g} if g is not None else {})} for r, g in zip(rows, gold)]
 
 
 def _best_score(results: dict, t) -> float:
@@ -289,6 +323,16 @@ def _best_score(results: dict, t) -> float:
 # Helpers
 
 
+def _task_info(task, cfg_task, crf: bool) -> dict:
+    """What reading a task's predictions needs, for evaluation and WORKDIR/tasks.json."""
+    info = {"kind": task.kind, "label_names": list(task.label_names), "crf": crf}
+    if task.kind == sources.QUESTION_ANSWERING:
+        info.update(no_answer=any(not e["answers"] for e in task.splits["train"]),
+                    chinese=qa.is_chinese(task.splits["train"]),
+                    max_answer_len=int(cfg_task.get("max_answer_len", 30)))
+    return info
+
+
 def _check_tasks(config, tasks: dict, crf: dict) -> None:
     """The config checks that need a task's kind, known once its examples are read."""
     t, d = config.train, config.data
@@ -298,12 +342,12 @@ def _check_tasks(config, tasks: dict, crf: dict) -> None:
             raise ValueError(f"tasks.{name}.negative_label={negative!r} must be one of the "
                              f"labels of a relation task; {name} is {task.kind} with labels "
                              f"{list(task.label_names)}")
-        if task.kind == sources.RELATION and d.pack:
-            raise ValueError(f"data.pack: the relation task {name} keeps one example a row "
-                             "(its entity positions); set data.pack=False")
-        if task.kind == sources.REGRESSION and t.label_smoothing:
-            raise ValueError(f"train.label_smoothing is for classes; {name} is a regression: "
-                             "set it to 0")
+        if task.kind in (sources.RELATION, sources.QUESTION_ANSWERING) and d.pack:
+            raise ValueError(f"data.pack: the {task.kind} task {name} keeps one example a row "
+                             "(its positions); set data.pack=False")
+        if task.kind in (sources.REGRESSION, sources.QUESTION_ANSWERING) and t.label_smoothing:
+            raise ValueError(f"train.label_smoothing is for classes; {name} is "
+                             f"{task.kind}: set it to 0")
         if crf[name] and task.kind != sources.TOKEN_CLASSIFICATION:
             raise ValueError(f"tasks.{name}.crf is for token classification (NER), and "
                              f"{name} is {task.kind}; leave it False")
@@ -336,5 +380,8 @@ def _copy_tokenizer(files: dict, target: str) -> None:
 def _train_texts(tasks):
     for task in tasks.values():
         for ex in task.splits["train"]:
-            yield ex["text"] if "text" in ex else "".join(ex["chars"])
+            if "question" in ex:
+                yield from (ex["question"], ex["context"])
+            else:
+                yield ex["text"] if "text" in ex else "".join(ex["chars"])
 
