@@ -6,7 +6,7 @@ def task(name: str, source: str = "builtin", **fields) -> ml_collections.ConfigD
     """One task: where its examples come from (see nlp_jax/data/sources.py)."""
     t = ml_collections.ConfigDict()
     t.name = name                  # builtin: sentiment | ner; tfds: the dataset name; files: any
-    t.source = source              # builtin | tfds | files
+    t.source = source              # builtin | tfds | files | clue
     t.tfds_name = ""               # e.g. glue/sst2 (source=tfds)
     t.text_key = ""                # TFDS feature holding the text (empty: the dataset's usual one)
     t.text_b_key = ""              # TFDS feature holding the second text of a pair
@@ -16,6 +16,7 @@ def task(name: str, source: str = "builtin", **fields) -> ml_collections.ConfigD
     t.test_file = ""               # empty: the dev split
     t.file_format = "tsv"          # tsv | jsonl | conll (NER) | squad (QA: SQuAD-format JSON)
     t.label_names = ()             # empty: inferred from the training data
+    t.data_dir = ""                # source=clue: the folder of the task's CLUE files
     t.split_seed = 0               # seed of the built-in / held-out splits
     t.max_examples = 0             # > 0: cap each split (quick experiments)
     t.train_examples = 0           # > 0: a seeded random subset of the training split (few-shot)

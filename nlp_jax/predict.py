@@ -6,6 +6,8 @@
     {"entities": [{"text", "type", "start", "end"}, ...]}      NER (character offsets)
     {"answer", "score", "start"} for each JSON line {"question", "context"}: extractive QA
                                                                ("" and -1: no answer)
+A CLUE task's workdir given CLUE's test.json (--input) writes the leaderboard's submission file
+into the workdir instead (`predict_clue`).
 
 The model is rebuilt from WORKDIR/encoder.json and tasks.json, its parameters read from
 WORKDIR/best/ through `Checkpointer.restore`, the tokenizer from WORKDIR/tokenizer.
@@ -21,7 +23,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from nlp_jax.data import encoding, sources
+from nlp_jax.data import clue, encoding, sources
 from nlp_jax.models.bert import BertConfig
 from nlp_jax.models.heads import BertForTasks
 from nlp_jax.train.checkpoint import Checkpointer, on_one_device
@@ -88,10 +90,10 @@ def _example(kind: str, text: str, i: int) -> dict:
     return {"text": text, "text_b": None, "label": 0}
 
 
-def predict_lines(workdir: str, lines: Iterable[str], *, batch_size: int = 32,
-                  task: str | None = None):
-    """One dict per input line (see the module docstring); `task`: which head (default: the
-    first task of the run)."""
+def predict_examples(workdir: str, examples: list[dict], *, batch_size: int = 32,
+                     task: str | None = None) -> tuple[dict, list[dict]]:
+    """(the task's info from tasks.json, one `decode` row per example) with WORKDIR/best's
+    model; `task`: which head (default: the first task of the run)."""
     model, tokenizer, task_info, data = load_finetuned(workdir)
     name = task or next(iter(task_info))
     if name not in task_info:
@@ -99,12 +101,6 @@ def predict_lines(workdir: str, lines: Iterable[str], *, batch_size: int = 32,
     info = task_info[name]
     forward = jax.jit(lambda batch: head_scores(
         model(**model_inputs(model, batch), task=name), batch, info["kind"]))
-    examples = []
-    for i, line in enumerate(lines, 1):
-        text = line.rstrip("\n")
-        if not text.strip():
-            raise ValueError(f"input line {i} is empty: give one input a line")
-        examples.append(_example(info["kind"], text, i))
     task_data = sources.TaskData(name=name, kind=info["kind"],
                                  label_names=tuple(info["label_names"]),
                                  splits={"predict": examples})
@@ -115,23 +111,63 @@ def predict_lines(workdir: str, lines: Iterable[str], *, batch_size: int = 32,
     n = len(feats["input_ids"])
     scores = np.concatenate([np.asarray(forward({k: v[s:s + batch_size] for k, v in device.items()}))
                              for s in range(0, n, batch_size)])
-    for row in decode(task_data, examples, feats, scores, info):
+    return info, decode(task_data, examples, feats, scores, info)
+
+
+def predict_lines(workdir: str, lines: Iterable[str], *, batch_size: int = 32,
+                  task: str | None = None):
+    """One dict per input line (see the module docstring)."""
+    kind = _task_kind(workdir, task)
+    examples = []
+    for i, line in enumerate(lines, 1):
+        text = line.rstrip("\n")
+        if not text.strip():
+            raise ValueError(f"input line {i} is empty: give one input a line")
+        examples.append(_example(kind, text, i))
+    _, rows = predict_examples(workdir, examples, batch_size=batch_size, task=task)
+    for row in rows:
         if "score" in row:
             row["score"] = round(float(row["score"]), 6)
-        yield row if info["kind"] != sources.TOKEN_CLASSIFICATION else \
-            {"entities": row["entities"]}
+        yield row if kind != sources.TOKEN_CLASSIFICATION else {"entities": row["entities"]}
+
+
+def predict_clue(workdir: str, test_file: str, *, batch_size: int = 32) -> str:
+    """CLUE's test.json -> the leaderboard's submission file in `workdir` (returns its path)."""
+    info = next(iter(_read(workdir, "tasks.json").values()))
+    name = info["clue"]
+    ids, examples = zip(*clue.read_unlabeled(name, test_file))
+    # Placeholder labels: the encoders need one, the predictions do not read it.
+    examples = [{**e, "label": 0} if "label" in e else
+                {**e, "tags": [0] * len(e["chars"])} if "chars" in e else e for e in examples]
+    _, rows = predict_examples(workdir, list(examples), batch_size=batch_size)
+    key = {sources.TOKEN_CLASSIFICATION: "entities", sources.QUESTION_ANSWERING: "answer"}.get(
+        info["kind"], "label")
+    return clue.write_submission(name, list(ids), [r[key] for r in rows], info["label_names"],
+                                 workdir)
+
+
+def _task_kind(workdir: str, task: str | None) -> str:
+    if not os.path.exists(os.path.join(workdir, "tasks.json")):
+        load_finetuned(workdir)   # says what the directory is instead
+    info = _read(workdir, "tasks.json")
+    return info.get(task or next(iter(info)), {}).get("kind", "")
 
 
 def predict_main(workdir: str, input_path: str | None) -> None:
-    """run.py --mode predict: reads `input_path` (or stdin), prints JSON lines."""
+    """run.py --mode predict: reads `input_path` (or stdin), prints JSON lines; a CLUE task's
+    workdir with CLUE's test.json writes the submission file instead."""
     if input_path in (None, "", "-"):
         lines = sys.stdin.readlines()
     else:
         if not os.path.isfile(input_path):
             raise FileNotFoundError(f"--input {input_path} does not exist; give a text file, one "
                                     "input a line")
+        tasks = os.path.join(workdir, "tasks.json")
+        if os.path.exists(tasks) and "clue" in next(iter(_read(workdir, "tasks.json").values())):
+            path = predict_clue(workdir, input_path)
+            print(f"wrote {path}")
+            return
         with open(input_path, encoding="utf-8") as f:
             lines = f.readlines()
     for row in predict_lines(workdir, lines):
         print(json.dumps(row, ensure_ascii=False))
-

@@ -13,7 +13,9 @@ Sources (`cfg_task.source`):
   "files"    TSV / JSONL classification files, CoNLL / JSONL token-classification files, JSONL
              relation-extraction files, SQuAD-format JSON question-answering files
              (file_format="squad"; formats in `_read_tsv`, `_read_jsonl`, `_read_conll`,
-             `_read_relation_jsonl`, `read_squad_json`). Without dev_file, dev is a seeded 10% of
+             `_read_relation_jsonl`, `read_squad_json`).
+  "clue"     a CLUE task (tnews, iflytek, afqmc, ocnli, cmnli, csl, cluener, cmrc2018) from the
+             folder of CLUE's own files, `data_dir` (see `nlp_jax/data/clue.py`). Without dev_file, dev is a seeded 10% of
              train; without test_file, test is the dev split (logged).
 
 Every split has at least one example (an empty one is an error naming the file or the source).
@@ -544,8 +546,16 @@ def load_task(cfg_task) -> TaskData:
         task = _tfds_task(cfg_task, seed)
     elif source == "files":
         task = _files_task(cfg_task, seed)
+    elif source == "clue":
+        from nlp_jax.data import clue  # pylint: disable=g-import-not-at-top  (clue imports us)
+        data_dir = str(_cfg(cfg_task, "data_dir", ""))
+        if not data_dir:
+            raise ValueError("task.source='clue' needs the folder of CLUE's files: "
+                             "--config.data_dir=DIR")
+        task = clue.load_clue(str(_cfg(cfg_task, "name", "")), data_dir, seed)
     else:
-        raise ValueError(f"task.source={source!r} is unknown; use 'builtin', 'tfds' or 'files'")
+        raise ValueError(f"task.source={source!r} is unknown; use 'builtin', 'tfds', 'files' or "
+                         "'clue'")
     for split, examples in task.splits.items():  # files were checked file by file
         _require_examples(f"task {task.name!r} ({source})", split, examples,
                           "use a dataset whose train, dev and test splits all have examples")

@@ -41,7 +41,7 @@ log = logging.getLogger("nlp_jax")
 # Task keys that only one source reads (see configs/finetune_common.py).
 _SOURCE_KEYS = {"tfds_name": "tfds", "text_key": "tfds", "text_b_key": "tfds", "label_key": "tfds",
                 "train_file": "files", "dev_file": "files", "test_file": "files",
-                "label_names": "files"}
+                "label_names": "files", "data_dir": "clue"}
 # The dev metrics each kind of task reports (besides per-label ones, "f1/<label>", ...).
 # The loss each kind trains on when a task names none.
 _DEFAULT_LOSS = {sources.CLASSIFICATION: "classification", sources.RELATION: "classification",
@@ -326,6 +326,8 @@ def _best_score(results: dict, t) -> float:
 def _task_info(task, cfg_task, crf: bool) -> dict:
     """What reading a task's predictions needs, for evaluation and WORKDIR/tasks.json."""
     info = {"kind": task.kind, "label_names": list(task.label_names), "crf": crf}
+    if cfg_task.get("source") == "clue":   # --mode predict on test.json writes a submission file
+        info["clue"] = task.name
     if task.kind == sources.QUESTION_ANSWERING:
         info.update(no_answer=any(not e["answers"] for e in task.splits["train"]),
                     chinese=qa.is_chinese(task.splits["train"]),
