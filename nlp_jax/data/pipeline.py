@@ -1,4 +1,4 @@
-"""Pretraining data: corpus, tokenizer and NSP instances, read as masked batches per process.
+"""Pretraining data: corpus, tokenizer and sentence-pair instances, read as masked batches per process.
 
 `build_pretraining_data` builds everything once; `PretrainingData.train_iter` streams training
 batches through `stream.batch_dataset` (instance indices, or packed rows with data.pack, masked
@@ -122,7 +122,8 @@ def build_pretraining_data(
     process_index: int = 0,
     process_count: int = 1,
 ) -> PretrainingData:
-    """Loads the corpus, loads or trains the tokenizer (in workdir), and builds the NSP instances.
+    """Loads the corpus, loads or trains the tokenizer (in workdir), and builds the sentence-pair
+    instances (with word boundaries for data.masking whole_word or span; see pretraining.py).
 
     Every process builds everything (deterministic, a few seconds for the built-in corpus) and reads
     its own rows of each global batch of `batch_size` rows (examples, or packed rows with data.pack).
@@ -134,11 +135,19 @@ def build_pretraining_data(
         cfg_data, workdir, lambda: (s for document in corpus["train"] for s in document)
     )
     eval_seed = int(cfg_data.split_seed) + _HELDOUT_SEED_OFFSET
+    example_config = pretraining.ExampleConfig.from_config(cfg_data, tokenizer)
+    objectives = dict(
+        sentence_task=example_config.sentence_task,
+        # Whole words and spans need word boundaries: the corpus's own, else jieba's (Chinese).
+        segment=None if example_config.masking == "token" else corpora.word_segmenter(cfg_data),
+    )
     train = pretraining.create_instances(
-        corpus["train"], tokenizer, cfg_data.max_seq_len, cfg_data.short_seq_prob, seed
+        corpus["train"], tokenizer, cfg_data.max_seq_len, cfg_data.short_seq_prob, seed,
+        **objectives
     )
     heldout = pretraining.create_instances(
-        corpus["heldout"], tokenizer, cfg_data.max_seq_len, cfg_data.short_seq_prob, eval_seed
+        corpus["heldout"], tokenizer, cfg_data.max_seq_len, cfg_data.short_seq_prob, eval_seed,
+        **objectives
     )
     rows = packing.pack_instances(train, cfg_data.max_seq_len) if cfg_data.get("pack") else None
     num_rows = len(train if rows is None else rows)
@@ -150,13 +159,15 @@ def build_pretraining_data(
         )
     _log.info(
         "Pretraining data: %d train / %d held-out instances (%d / %d documents), %d train "
-        "tokens, vocab %d, built in %.1fs%s",
+        "tokens, vocab %d, masking %s, sentence task %s, built in %.1fs%s",
         len(train),
         len(heldout),
         len(corpus["train"]),
         len(corpus["heldout"]),
         len(train.tokens),
         tokenizer.vocab_size,
+        example_config.masking,
+        example_config.sentence_task,
         time.perf_counter() - start,
         "" if rows is None else f"; packed into {len(rows)} rows",
     )
@@ -164,7 +175,7 @@ def build_pretraining_data(
         tokenizer=tokenizer,
         train_instances=train,
         heldout_instances=heldout,
-        example_config=pretraining.ExampleConfig.from_config(cfg_data, tokenizer),
+        example_config=example_config,
         batch_size=batch_size,
         seed=seed,
         num_eval_batches=num_eval_batches,

@@ -1,4 +1,5 @@
-"""Pretraining losses of BERT: masked language modelling and next-sentence prediction."""
+"""Pretraining losses: masked language modelling, next-sentence prediction (BERT) and
+sentence-order prediction (ALBERT)."""
 from __future__ import annotations
 
 import jax
@@ -36,10 +37,30 @@ def next_sentence_loss(outputs, batch):
 
     Packed rows: logits [batch, k, 2], labels and next_sentence_weights [batch, k]; the mean is
     over the real instances (weight 1), so it equals the loss of the same instances unpacked."""
-    logits, labels = outputs["next_sentence_logits"], batch["next_sentence_labels"]
-    weights = batch.get("next_sentence_weights")
+    loss, accuracy = _weighted_pair_loss(outputs["next_sentence_logits"],
+                                         batch["next_sentence_labels"],
+                                         batch.get("next_sentence_weights"))
+    return loss, {"next_sentence_accuracy": accuracy}
+
+
+@register("sop")
+def sentence_order_loss(outputs, batch):
+    """ALBERT's sentence-order prediction: mean cross-entropy of in order (0) / swapped (1).
+
+    outputs['sentence_order_logits'] [batch, 2] (packed: [batch, k, 2]); batch
+    'sentence_order_labels' and 'sentence_order_weights' [batch] ([batch, k]); the weights are 0 on
+    empty slots and, with data.sentence_task=both, on pairs whose B comes from another document
+    (no order to predict)."""
+    loss, accuracy = _weighted_pair_loss(outputs["sentence_order_logits"],
+                                         batch["sentence_order_labels"],
+                                         batch.get("sentence_order_weights"))
+    return loss, {"sentence_order_accuracy": accuracy}
+
+
+def _weighted_pair_loss(logits, labels, weights):
+    """(mean cross-entropy, accuracy) over the weighted instances (weights None: all count)."""
     weights = jnp.ones(labels.shape) if weights is None else weights.astype(jnp.float32)
     denom = jnp.maximum(weights.sum(), 1e-5)
     loss = (cross_entropy(logits, labels) * weights).sum() / denom
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-    return loss, {"next_sentence_accuracy": (correct * weights).sum() / denom}
+    return loss, (correct * weights).sum() / denom

@@ -49,6 +49,15 @@ class BertConfig:
                                          # choice; or 'einsum', 'xla', 'cudnn' (see `attention`)
     position_embedding: str = "absolute"  # 'absolute': BERT's learned table (published checkpoints);
                                          # 'rotary': RoPE on queries and keys (Su et al., 2021)
+    # Parameter-efficient fine-tuning inside each layer (nlp_jax/models/peft.py); 0: none.
+    lora_rank: int = 0                   # LoRA's r on the projections named in lora_targets
+    lora_alpha: float = 16.0             # LoRA's update scale is lora_alpha / lora_rank
+    lora_dropout: float = 0.0            # dropout on LoRA's input
+    lora_targets: tuple = ()             # some of peft.LORA_TARGETS
+    adapter_size: int = 0                # Houlsby adapters' bottleneck
+
+    def __post_init__(self):   # a tuple, also when read back from JSON (hashable: a static field)
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "BertConfig":
@@ -255,10 +264,17 @@ class Layer(nnx.Module):
                                  kernel_init=_init(cfg, ("mlp", "embed")),
                                  bias_init=_zeros(("embed",)), rngs=rngs)
         self.output_layer_norm = _layer_norm(cfg, rngs)
+        if cfg.lora_rank or cfg.adapter_size:
+            from nlp_jax.models.peft import LayerPeft  # pylint: disable=g-import-not-at-top
+            self.peft = LayerPeft(cfg, rngs)
+        else:
+            self.peft = None
 
     def __call__(self, x, mask, dropout_rng=None, positions=None):
         """x: [batch, seq, hidden]; mask: [batch, 1, 1 or seq, seq] bool (True = may attend);
         positions: [batch, seq] (rotary only; None = 0, 1, ...)."""
+        if self.peft is not None:
+            return self._with_peft(x, mask, dropout_rng, positions)
         rngs = (None,) * 2 if dropout_rng is None else tuple(jax.random.split(dropout_rng))
         q, k, v = jnp.unstack(self.qkv(x), axis=2)                       # each [batch, seq, heads, head_dim]
         if self.cfg.position_embedding == "rotary":
@@ -268,6 +284,25 @@ class Layer(nnx.Module):
         # BERT uses the exact (erf) GELU.
         h = self.output(gelu(self.intermediate(x)))
         return self.output_layer_norm(x + dropout(h, self.cfg.dropout_rate, rngs[1]))
+
+    def _with_peft(self, x, mask, dropout_rng, positions):
+        """The same layer with LoRA updates on its projections and adapters before each residual
+        (nlp_jax/models/peft.py); a separate path so that the plain layer stays as it was."""
+        peft, rate = self.peft, self.cfg.dropout_rate
+        rngs = (None,) * 3 if dropout_rng is None else tuple(jax.random.split(dropout_rng, 3))
+        plus = lambda y, d: y if d is None else y + d.reshape(y.shape)
+        q, k, v = jnp.unstack(self.qkv(x), axis=2)
+        q, k, v = (plus(y, peft.delta(t, x, rngs[2]))
+                   for y, t in zip((q, k, v), ("query", "key", "value")))
+        if self.cfg.position_embedding == "rotary":
+            q, k = rotary(q, positions), rotary(k, positions)
+        attn = attention(q, k, v, mask, self.cfg.attention_impl)
+        a = plus(self.attention_output(attn),
+                 peft.delta("attention_output", attn.reshape(*attn.shape[:2], -1), rngs[2]))
+        x = self.attention_layer_norm(x + peft.adapt("attention", dropout(a, rate, rngs[0])))
+        i = gelu(plus(self.intermediate(x), peft.delta("intermediate", x, rngs[2])))
+        h = plus(self.output(i), peft.delta("output", i, rngs[2]))
+        return self.output_layer_norm(x + peft.adapt("output", dropout(h, rate, rngs[1])))
 
 
 class BertEncoder(nnx.Module):
@@ -341,13 +376,23 @@ def gather_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
     return jnp.take_along_axis(x, positions[..., None], axis=1)
 
 
+# Sentence-level pretraining tasks: next-sentence prediction (BERT), sentence-order prediction
+# (ALBERT), or both, each a binary head on the pooled output.
+SENTENCE_TASKS = ("nsp", "sop", "both")
+
+
 class BertForPreTraining(nnx.Module):
-    """BERT with the masked-LM head (tied to the word embeddings) and the next-sentence head."""
+    """BERT with the masked-LM head (tied to the word embeddings) and binary sentence heads on the
+    pooled output: `next_sentence` (BERT's NSP) and/or `sentence_order` (ALBERT's SOP), as
+    `sentence_task` ("nsp", the default, "sop" or "both") asks."""
 
     input_keys = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions",
                   "position_ids", "cls_positions")
 
-    def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    def __init__(self, cfg: BertConfig, rngs: nnx.Rngs, *, sentence_task: str = "nsp"):
+        if sentence_task not in SENTENCE_TASKS:
+            raise ValueError(f"sentence_task={sentence_task!r} is unknown; choose one of "
+                             f"{', '.join(SENTENCE_TASKS)}")
         self.cfg = cfg
         self.bert = BertEncoder(cfg, rngs)
         self.mlm_transform = nnx.Linear(cfg.hidden_size, cfg.hidden_size, dtype=cfg.dtype,
@@ -356,18 +401,21 @@ class BertForPreTraining(nnx.Module):
         self.mlm_layer_norm = _layer_norm(cfg, rngs)
         self.mlm_bias = nnx.Param(jnp.zeros((cfg.vocab_size,)), out_sharding=("vocab",),
                                   eager_sharding=False)
-        self.next_sentence = nnx.Linear(cfg.hidden_size, 2, dtype=cfg.dtype,
-                                        kernel_init=_init(cfg, ("embed", None)),
-                                        bias_init=_zeros((None,)), rngs=rngs)
+        binary = functools.partial(nnx.Linear, cfg.hidden_size, 2, dtype=cfg.dtype,
+                                   kernel_init=_init(cfg, ("embed", None)),
+                                   bias_init=_zeros((None,)), rngs=rngs)
+        # NSP's head first: an "nsp" model draws exactly the initial values it always did.
+        self.next_sentence = binary() if sentence_task in ("nsp", "both") else None
+        self.sentence_order = binary() if sentence_task in ("sop", "both") else None
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
                  masked_lm_positions=None, position_ids=None, cls_positions=None, *,
                  dropout_rng=None):
         """Returns the encoder outputs plus
         'masked_lm_logits' [batch, n_predictions, vocab] (float32; only at masked_lm_positions, the
-        ~15% of tokens the loss needs, which saves most of the vocabulary matmul) and
-        'next_sentence_logits' [batch, 2] (float32), or [batch, k, 2] for packed rows
-        (position_ids, cls_positions [batch, k]: see BertEncoder)."""
+        ~15% of tokens the loss needs, which saves most of the vocabulary matmul) and, per sentence
+        head, 'next_sentence_logits' / 'sentence_order_logits' [batch, 2] (float32), or
+        [batch, k, 2] for packed rows (position_ids, cls_positions [batch, k]: see BertEncoder)."""
         out = self.bert(input_ids, token_type_ids, attention_mask, position_ids, cls_positions,
                         dropout_rng=dropout_rng)
         x = out["sequence_output"]
@@ -376,5 +424,8 @@ class BertForPreTraining(nnx.Module):
         h = self.mlm_layer_norm(gelu(self.mlm_transform(x)))
         logits = self.bert.embeddings.word_embeddings.attend(h).astype(jnp.float32)
         out["masked_lm_logits"] = logits + self.mlm_bias[...]
-        out["next_sentence_logits"] = self.next_sentence(out["pooled_output"]).astype(jnp.float32)
+        for name, head in (("next_sentence", self.next_sentence),
+                           ("sentence_order", self.sentence_order)):
+            if head is not None:
+                out[f"{name}_logits"] = head(out["pooled_output"]).astype(jnp.float32)
         return out

@@ -34,7 +34,8 @@ log = logging.getLogger("nlp_jax")
 # Config entries that change the shape or meaning of what a checkpoint holds, with the value that
 # a config saved before the entry existed stands for (data.pack: such runs were unpacked).
 _COMPATIBILITY_KEYS = {"model": None, "data.vocab_size": None, "data.max_seq_len": None,
-                       "data.pack": False}
+                       "data.pack": False, "data.masking": "token", "data.sentence_task": "nsp",
+                       "peft": None}
 
 
 class IncompatibleCheckpointError(ValueError):

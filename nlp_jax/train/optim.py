@@ -49,9 +49,32 @@ def depth(path: tuple, num_layers: int) -> int:
     return num_layers + 1
 
 
-def is_frozen(path: tuple, cfg, num_layers: int) -> bool:
+PEFT_METHODS = ("none", "lora", "adapter", "bitfit")
+
+
+def _peft_trains(path: tuple, method: str) -> bool:
+    """Whether a parameter trains under parameter-efficient method `method`: the task heads
+    always (anything outside the encoder); in the encoder, LoRA's A and B (lora), the adapters and
+    the LayerNorms (adapter, as Houlsby et al. train them), or the biases and LayerNorms (bitfit,
+    Ben Zaken et al. 2022)."""
+    if path[0] != "bert":
+        return True
+    layer_norm = any("layer_norm" in str(k) for k in path)
+    if method == "lora":
+        return "lora" in path
+    if method == "adapter":
+        return "adapters" in path or layer_norm
+    if method == "bitfit":
+        return path[-1] == "bias" or layer_norm
+    raise ValueError(f"peft.method={method!r}: choose one of {', '.join(PEFT_METHODS)}")
+
+
+def is_frozen(path: tuple, cfg, num_layers: int, peft_method: str = "none") -> bool:
     """cfg.freeze: "none" | "embeddings" | "encoder" (train the heads only); cfg.freeze_layers=N
-    also freezes the embeddings and the bottom N layers."""
+    also freezes the embeddings and the bottom N layers; a PEFT method (peft_method) trains only
+    its own parameters and the heads."""
+    if peft_method != "none":
+        return not _peft_trains(path, peft_method)
     freeze, layers = cfg.get("freeze", "none"), cfg.get("freeze_layers", 0)
     if freeze == "encoder":
         return path[0] == "bert"
@@ -84,12 +107,21 @@ def _scale_by_path(scale_of) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make_optimizer(cfg, num_layers: int = 0) -> optax.GradientTransformation:
-    """cfg is `config.train`: optimizer (adamw | adam | sgd; default adamw), gradient clipping,
-    and optionally freezing and layer-wise LR decay (num_layers: the encoder's layer count).
+def trainable_mask(params, cfg, num_layers: int = 0, peft_method: str = "none"):
+    """True for the parameters that train (see `is_frozen`), as a tree like `params`."""
+    return jax.tree_util.tree_map_with_path(
+        lambda p, _: not is_frozen(_path(p), cfg, num_layers, peft_method), params)
 
-    Frozen parameters get zero gradients before clipping (so they do not count in the norm) and
-    zero updates after the optimizer (so weight decay cannot move them either). With
+
+def make_optimizer(cfg, num_layers: int = 0, peft_method: str = "none"
+                   ) -> optax.GradientTransformation:
+    """cfg is `config.train`: optimizer (adamw | adam | sgd; default adamw), gradient clipping,
+    and optionally freezing, a parameter-efficient method (peft_method) and layer-wise LR decay
+    (num_layers: the encoder's layer count).
+
+    Frozen parameters get zero gradients before clipping (so they do not count in the norm), no
+    optimiser state (`optax.multi_transform` gives them `set_to_zero`, so Adam's moments cover
+    the trainable parameters only) and zero updates (weight decay cannot move them). With
     layerwise_lr_decay = d < 1, layer i's learning rate is scaled by d ** (num_layers + 1 - depth)
     (Howard & Ruder 2018; Clark et al. 2020): the heads get the full rate, embeddings the least."""
     schedule = learning_rate_schedule(cfg)
@@ -104,13 +136,21 @@ def make_optimizer(cfg, num_layers: int = 0) -> optax.GradientTransformation:
     else:
         raise ValueError(f"train.optimizer={name!r}: choose adamw, adam or sgd")
 
-    def frozen_mask(path):
-        return 0.0 if is_frozen(path, cfg, num_layers) else 1.0
+    def frozen(path):
+        return is_frozen(path, cfg, num_layers, peft_method)
 
     def lr_scale(path):
-        if is_frozen(path, cfg, num_layers):
-            return 0.0
         return float(llrd ** (num_layers + 1 - depth(path, num_layers)))
 
-    return optax.chain(_scale_by_path(frozen_mask), clip_by_global_norm(cfg.grad_clip_norm),
-                       opt, _scale_by_path(lr_scale))
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda p, _: "frozen" if frozen(_path(p)) else "train", params)
+
+    zero_frozen = _scale_by_path(lambda p: 0.0 if frozen(p) else 1.0)
+    clip = clip_by_global_norm(cfg.grad_clip_norm)
+    if cfg.get("freeze", "none") == "none" and not cfg.get("freeze_layers", 0) \
+            and peft_method == "none":   # everything trains
+        return optax.chain(zero_frozen, clip, opt, _scale_by_path(lr_scale))
+    return optax.chain(zero_frozen, clip, optax.multi_transform(
+        {"train": optax.chain(opt, _scale_by_path(lr_scale)), "frozen": optax.set_to_zero()},
+        labels))

@@ -84,7 +84,9 @@ def load_workdir(workdir: str, step: int | None = None):
     """(model, tokenizer, config) of a pretraining workdir, at its latest (or the given) step.
     Only the parameters are read (not the optimizer state)."""
     cfg, tokenizer, ckpt, config = _pretraining_parts(workdir)
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: BertForPreTraining(cfg, nnx.Rngs(0))))
+    task = config.data.get("sentence_task", "nsp")   # which sentence heads the run trained
+    graphdef, abstract = nnx.split(nnx.eval_shape(
+        lambda: BertForPreTraining(cfg, nnx.Rngs(0), sentence_task=task)))
     params = _restore_params(ckpt, step, nnx.to_pure_dict(abstract), workdir)
     return nnx.merge(graphdef, params), tokenizer, config
 

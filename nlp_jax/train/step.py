@@ -69,8 +69,10 @@ def make_steps(make_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientT
                 "opt_state": tx.init(params), "rng": jax.random.key_data(dropout_key)}
 
     shapes = jax.eval_shape(init_fn)
-    opt_sh = optax.tree_map_params(tx, lambda _, s: s, shapes["opt_state"], param_sh,
-                                   transform_non_params=lambda _: repl)
+    # Optimiser state sharded as its parameter; a frozen parameter has none (optax's MaskedNode).
+    masked = lambda x: isinstance(x, optax.MaskedNode)
+    opt_sh = optax.tree_map_params(tx, lambda x, s: x if masked(x) else s, shapes["opt_state"],
+                                   param_sh, transform_non_params=lambda _: repl, is_leaf=masked)
     state_sh = {"step": repl, "params": param_sh, "opt_state": opt_sh, "rng": repl}
     abstract_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                                   shapes, state_sh)

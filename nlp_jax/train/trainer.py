@@ -103,7 +103,8 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
     t = _resolve_intervals(config.train, recipe.steps_per_epoch)
 
     # ---------------------------------------------------------------- optimiser and steps
-    tx = optim.make_optimizer(t, recipe.num_layers)
+    peft_method = (config.get("peft") or {}).get("method", "none")
+    tx = optim.make_optimizer(t, recipe.num_layers, peft_method)
     schedule = optim.learning_rate_schedule(t)
     steps = {name: make_steps(recipe.model, tx, stream.loss_fn, mesh, rules, seed=t.seed,
                               grad_accum_steps=t.grad_accum_steps, schedule=schedule,
@@ -128,8 +129,11 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
     if k > 1:
         steps = {n: dataclasses.replace(s, train=s.jit_train(k)) for n, s in steps.items()}
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-    log.info("%s: %.1fM parameters; %d step(s) per call; %d steps", type(recipe).__name__,
-             n_params / 1e6, k, t.num_steps)
+    n_trainable = sum(x.size for x, trains in zip(
+        jax.tree.leaves(state["params"]), jax.tree.leaves(
+            optim.trainable_mask(state["params"], t, recipe.num_layers, peft_method))) if trains)
+    log.info("%s: %.1fM parameters (%.2fM trained); %d step(s) per call; %d steps",
+             type(recipe).__name__, n_params / 1e6, n_trainable / 1e6, k, t.num_steps)
 
     # Written only now that everything loaded and fits: a failed start leaves the workdir as it was.
     if jax.process_index() == 0:
@@ -154,7 +158,7 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
     window = _Throughput()
     last_saved, last_eval = start if restored else None, None
     iterators = {n: s.batches.get_state() for n, s in recipe.streams.items()}
-    call = 0
+    call, logged = 0, start > 0   # a resumed run logged the sizes in its first row already
 
     def save(step):
         nonlocal last_saved
@@ -192,6 +196,9 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
                 if k > 1:   # the call's last step, as with single steps
                     metrics = {m: v[-1] for m, v in metrics.items()}
                 metrics.update(window.rates())
+                if not logged:   # the first train row says how much of the model trains
+                    metrics.update(params=n_params, trainable_params=n_trainable)
+                    logged = True
                 row = writer.write(step, "train",
                                    {"task": name, **metrics} if several else metrics)
                 if bar is not None:

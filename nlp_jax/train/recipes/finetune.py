@@ -31,7 +31,8 @@ from nlp_jax.data import bio, encoding, packing, qa, sources, stream
 from nlp_jax.data.tokenizer import load_or_train_tokenizer
 from nlp_jax.losses import crf
 from nlp_jax.models.heads import BertForTasks
-from nlp_jax.train import pretrained
+from nlp_jax.models.peft import LORA_TARGETS
+from nlp_jax.train import optim, pretrained
 from nlp_jax.train.recipes import Evaluation, Recipe, Stream, register
 from nlp_jax.train.step import model_inputs
 from nlp_jax.train.writer import write_json
@@ -94,6 +95,7 @@ class Finetune(Recipe):
                              f"of {sorted(known)} or a per-label one such as f1/<label>")
         for key in config.get("loss_args", {}) or {}:
             losses.get(key)
+        _check_peft(config)
         if config.init_from:
             if d.tokenizer_path:
                 raise ValueError("data.tokenizer_path is for random initialisation; with "
@@ -117,6 +119,7 @@ class Finetune(Recipe):
             self.tokenizer_files = pretrained.tokenizer_files(d.tokenizer_path) \
                 if d.tokenizer_path else {}
             self.model_config = pretrained.bert_config(config.model, tokenizer.vocab_size)
+        self.model_config = _with_peft(self.model_config, config.get("peft"))
         cfg = self.model_config
         if cfg.position_embedding == "absolute" and d.max_seq_len > cfg.max_position_embeddings:
             raise ValueError(f"data.max_seq_len={d.max_seq_len} exceeds the encoder's "
@@ -177,7 +180,8 @@ class Finetune(Recipe):
             return params
         expected = jax.eval_shape(lambda: params["bert"])
         _check_shapes(self.encoder.params, expected, self.config.init_from)
-        loaded = {**params["bert"], **self.encoder.params}   # e.g. a missing pooler stays random
+        # What the checkpoint lacks keeps its fresh values: e.g. a missing pooler, PEFT's weights.
+        loaded = _deep_update(params["bert"], self.encoder.params)
         shardings = jax.tree.map(lambda x: x.sharding, params["bert"])
         return {**params, "bert": jax.device_put(loaded, shardings)}
 
@@ -323,6 +327,24 @@ def _best_score(results: dict, t) -> float:
 # Helpers
 
 
+def _check_peft(config) -> None:
+    peft, t = config.get("peft") or {}, config.train
+    method = peft.get("method", "none")
+    if method not in optim.PEFT_METHODS:
+        raise ValueError(f"peft.method={method!r}: choose one of {', '.join(optim.PEFT_METHODS)}")
+    if method == "none":
+        return
+    if t.freeze != "none" or t.freeze_layers:
+        raise ValueError(f"peft.method={method} decides what trains; leave train.freeze=none and "
+                         "train.freeze_layers=0")
+    if method == "lora" and (peft.rank < 1 or not peft.targets):
+        raise ValueError(f"peft.method=lora needs peft.rank >= 1 (got {peft.rank}) and some "
+                         f"peft.targets of {', '.join(LORA_TARGETS)}")
+    if method == "adapter" and peft.adapter_size < 1:
+        raise ValueError(f"peft.method=adapter needs peft.adapter_size >= 1 (got "
+                         f"{peft.adapter_size})")
+
+
 def _task_info(task, cfg_task, crf: bool) -> dict:
     """What reading a task's predictions needs, for evaluation and WORKDIR/tasks.json."""
     info = {"kind": task.kind, "label_names": list(task.label_names), "crf": crf}
@@ -353,6 +375,22 @@ def _check_tasks(config, tasks: dict, crf: dict) -> None:
         if crf[name] and task.kind != sources.TOKEN_CLASSIFICATION:
             raise ValueError(f"tasks.{name}.crf is for token classification (NER), and "
                              f"{name} is {task.kind}; leave it False")
+
+
+def _with_peft(model_config, peft) -> pretrained.BertConfig:
+    """The encoder's config with the layers' PEFT modules that config.peft asks for."""
+    method = (peft or {}).get("method", "none")
+    if method == "lora":
+        return dataclasses.replace(model_config, lora_rank=peft.rank, lora_alpha=peft.alpha,
+                                   lora_dropout=peft.dropout, lora_targets=tuple(peft.targets))
+    if method == "adapter":
+        return dataclasses.replace(model_config, adapter_size=peft.adapter_size)
+    return model_config
+
+
+def _deep_update(fresh: dict, loaded: dict) -> dict:
+    return {k: _deep_update(v, loaded[k]) if isinstance(v, dict) and isinstance(loaded.get(k), dict)
+            else loaded.get(k, v) for k, v in fresh.items()}
 
 
 def _check_shapes(loaded: dict, expected: dict, source: str) -> None:

@@ -1,7 +1,10 @@
-"""Pretraining recipe: BERT's masked LM and next-sentence prediction on a corpus.
+"""Pretraining recipe: BERT's masked LM and next-sentence prediction on a corpus (or whole-word /
+span masking and ALBERT's sentence-order prediction: data.masking, data.sentence_task).
 
-Data: `nlp_jax.data.build_pretraining_data` (corpus -> tokenizer -> NSP pairs -> masked Grain
-stream); model: `BertForPreTraining`; loss: the weighted sum of `config.losses` (registered names).
+Data: `nlp_jax.data.build_pretraining_data` (corpus -> tokenizer -> sentence pairs -> masked Grain
+stream); model: `BertForPreTraining` with the sentence heads data.sentence_task asks for; loss: the
+weighted sum of `config.losses` (registered names), less a sentence loss the data makes no labels
+for (`training_losses`).
 Evaluation scores fixed held-out batches (the "eval" rows) and has no test split or best
 checkpoint: a pretraining run is judged by what it transfers to.
 """
@@ -15,7 +18,7 @@ import numpy as np
 
 from nlp_jax import losses, parallel
 from nlp_jax.data import build_pretraining_data
-from nlp_jax.data.pretraining import MIN_SEQ_LEN
+from nlp_jax.data.pretraining import MASKING, MIN_SEQ_LEN, SENTENCE_TASKS, check_choice
 from nlp_jax.models.bert import BertForPreTraining
 from nlp_jax.train.pretrained import bert_config
 from nlp_jax.train.recipes import Evaluation, Recipe, Stream, register
@@ -28,6 +31,18 @@ def frequency_baseline(eval_batches) -> float:
     must clear to have learnt anything (an upper bound for any constant guess)."""
     ids = np.concatenate([b["masked_lm_ids"][b["masked_lm_weights"] > 0] for b in eval_batches])
     return float(np.bincount(ids).max() / max(len(ids), 1))
+
+
+# Sentence-level losses -> the data.sentence_task values that make their labels.
+_SENTENCE_LOSSES = {"nsp": ("nsp", "both"), "sop": ("sop", "both")}
+
+
+def training_losses(config) -> dict[str, float]:
+    """config.losses without the sentence losses (nsp, sop) whose labels data.sentence_task does
+    not make: the config lists both weights, the data decides which one trains."""
+    task = config.data.get("sentence_task", "nsp")
+    return {name: weight for name, weight in config.losses.items()
+            if task in _SENTENCE_LOSSES.get(name, SENTENCE_TASKS)}
 
 
 @register("pretrain")
@@ -55,6 +70,12 @@ class Pretrain(Recipe):
         if not 0 < d.mask_prob <= 1 or d.max_predictions < 1:
             raise ValueError(f"data.mask_prob={d.mask_prob} must be in (0, 1] and "
                              f"data.max_predictions={d.max_predictions} >= 1")
+        check_choice("data.masking", d.get("masking", "token"), MASKING)
+        check_choice("data.sentence_task", d.get("sentence_task", "nsp"), SENTENCE_TASKS)
+        span_p, span_max = d.get("span_length_p", 0.2), d.get("max_span_length", 10)
+        if d.get("masking") == "span" and not (0 < span_p <= 1 and span_max >= 1):
+            raise ValueError(f"data.span_length_p={span_p} must be in (0, 1] and "
+                             f"data.max_span_length={span_max} >= 1")
         # A rotary model has no position table, so nothing bounds its length.
         if m.position_embedding == "absolute" and d.max_seq_len > m.max_position_embeddings:
             raise ValueError(f"data.max_seq_len={d.max_seq_len} exceeds model."
@@ -78,15 +99,16 @@ class Pretrain(Recipe):
         self.eval_batches = self.data.eval_batches()
         self.baseline = frequency_baseline(self.eval_batches)
         self.streams = {"pretrain": Stream(
-            batches=self.data.train_iter(), loss_fn=losses.combined_loss(dict(config.losses)),
+            batches=self.data.train_iter(), loss_fn=losses.combined_loss(training_losses(config)),
             model_kwargs={},
             # tokens: every position; text_tokens: the (packed) rows' text, padding excluded.
             per_row={"tokens": d.max_seq_len, "text_tokens": self.data.text_tokens_per_row})}
         self.mesh = mesh
+        self.sentence_task = d.get("sentence_task", "nsp")
         log.info("model: %s", self.model_config)
 
     def model(self, rngs):
-        return BertForPreTraining(self.model_config, rngs)
+        return BertForPreTraining(self.model_config, rngs, sentence_task=self.sentence_task)
 
     def evaluate(self, split, params, steps) -> Evaluation:
         evaluate = steps["pretrain"].evaluate

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The NER table of docs/results.md: the built-in People's Daily task scored on whole sentences
+# (long ones read in windows), softmax head vs linear-chain CRF, from random weights vs our
+# pretraining (the same `mini` encoder, character tokenizer and rotary positions as
+# scripts/transfer.sh, whose pretraining it reuses or runs first, ~1 h on a 2-core CPU).
+# The TF-IDF baseline beside it: python scripts/baseline_tfidf.py --task ner
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+PRETRAIN=${PRETRAIN:-runs/pretrain-rope-6k}
+if [ ! -d "$PRETRAIN/checkpoints" ]; then
+  $PY run.py --config configs/pretrain.py --workdir "$PRETRAIN" --config.data.tokenizer_model=char \
+      --config.model.position_embedding=rotary \
+      --config.train.num_steps=6000 --config.train.learning_rate=5e-4 \
+      --config.train.warmup_steps=500 --config.train.eval_every=1000
+fi
+SPM=$PRETRAIN/tokenizer/spm.model   # random init uses the same tokenizer: only the weights differ
+COMMON=(--config.train.epochs=3 --config.train.eval_every=200 --config.train.progress_bar=False)
+for head in softmax crf; do
+  CRF=(--config.tasks.ner.crf=$([ $head = crf ] && echo True || echo False))
+  $PY run.py --config configs/finetune_ner.py --workdir runs/ner-random-$head "${COMMON[@]}" \
+      "${CRF[@]}" --config.data.tokenizer_path=$SPM --config.model.position_embedding=rotary
+  $PY run.py --config configs/finetune_ner.py --workdir runs/ner-pretrained-$head "${COMMON[@]}" \
+      "${CRF[@]}" --config.init_from=$PRETRAIN
+done
+for d in runs/ner-{random,pretrained}-{softmax,crf}; do
+  echo "$d $(grep '"split": "test"' $d/metrics.jsonl)"
+done

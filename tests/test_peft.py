@@ -1,0 +1,99 @@
+"""Parameter-efficient fine-tuning: LoRA, adapters and BitFit start as the base model, train only
+their own parameters (with optimiser state for those alone), and LoRA merges into the base."""
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import finetune_cls
+from nlp_jax.models import peft
+from nlp_jax.models.bert import BertConfig
+from nlp_jax.models.heads import BertForTasks
+from nlp_jax.train import optim
+from nlp_jax.train.pretrained import load_encoder
+from nlp_jax.train.recipes.finetune import _deep_update
+from nlp_jax.train.trainer import train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_HF = os.path.join(ROOT, "tests", "data", "tiny_bert_pretraining")
+CFG = BertConfig.from_preset("tiny", vocab_size=60)
+METHODS = {"lora": dict(lora_rank=4, lora_targets=peft.LORA_TARGETS), "adapter": dict(adapter_size=8),
+           "bitfit": {}}
+IDS = jnp.asarray(np.random.default_rng(0).integers(5, 60, (2, 12)))
+
+
+def model_with(cfg, params=None, seed=1):
+    model = BertForTasks(cfg, {"t": ("classification", 3)}, nnx.Rngs(seed))
+    if params is not None:   # the base's weights, as init_from loads them
+        graphdef, state = nnx.split(model)
+        nnx.replace_by_pure_dict(state, _deep_update(nnx.to_pure_dict(state), params))
+        model = nnx.merge(graphdef, state)
+    return model
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_starts_as_the_base_model(method):
+    base = model_with(CFG, seed=0)
+    tuned = model_with(dataclasses.replace(CFG, **METHODS[method]),
+                       nnx.to_pure_dict(nnx.state(base)))
+    np.testing.assert_array_equal(tuned(IDS, task="t")["logits"], base(IDS, task="t")["logits"])
+
+
+def test_merged_lora_gives_the_same_logits():
+    cfg = dataclasses.replace(CFG, **METHODS["lora"])
+    model = model_with(cfg)
+    graphdef, state = nnx.split(model)
+    params = nnx.to_pure_dict(state)
+    # B is zero at initialisation: give every B values, so that the update is not zero.
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, x: jax.random.normal(jax.random.key(len(str(p))), x.shape) * 0.1
+        if "lora_b" in str(p) else x, params)
+    nnx.replace_by_pure_dict(state, params)
+    lora_logits = nnx.merge(graphdef, state)(IDS, task="t")["logits"]
+    merged = {**params, "bert": peft.merge_lora(params["bert"], cfg)}
+    plain = model_with(CFG, merged)
+    assert not np.allclose(lora_logits, model_with(CFG, params)(IDS, task="t")["logits"], atol=1e-3)
+    np.testing.assert_allclose(plain(IDS, task="t")["logits"], lora_logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_training_moves_only_the_methods_parameters_and_keeps_optimizer_state_for_them(
+        method, tmp_path):
+    c = finetune_cls.get_config()
+    c.init_from, c.data.max_seq_len = TINY_HF, 24
+    c.tasks.sentiment.max_examples = 24
+    c.train.update(batch_size=8, num_steps=3, warmup_steps=1, learning_rate=1e-2,
+                   progress_bar=False)
+    c.peft.update(method=method, targets=peft.LORA_TARGETS, rank=2, adapter_size=4)
+    final = {}
+    train_and_evaluate(c, str(tmp_path), hooks=(lambda step, state: final.update(state),))
+    params = jax.device_get(final["params"])
+    base = jax.device_get(load_encoder(TINY_HF, c.model).params)
+    trains = optim.trainable_mask(params, c.train, 2, method)
+    moved = set()   # names of the base weights that changed
+    for (path, x), t in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(trains)):
+        keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
+        if keys[0] != "bert" or "peft" in keys or keys[1] == "pooler":
+            continue   # a head or the method's own weights (the checkpoint has no pooler)
+        start = base
+        for k in keys[1:]:
+            start = start[k]
+        if not t:
+            np.testing.assert_array_equal(x, start, err_msg=str(keys))   # bitwise unchanged
+        elif not np.array_equal(x, start):
+            moved.add(keys[-1])
+    # LoRA moves no base weight; adapters and BitFit move LayerNorms (and BitFit the biases).
+    assert moved == {"lora": set(), "adapter": {"bias", "scale"}, "bitfit": {"bias", "scale"}}[method]
+    n_trainable = sum(x.size for x, t in zip(jax.tree.leaves(params), jax.tree.leaves(trains)) if t)
+    # Adam's two moments cover exactly the trainable parameters (plus step counters).
+    state_size = sum(x.size for x in jax.tree.leaves(final["opt_state"]))
+    assert 2 * n_trainable <= state_size <= 2 * n_trainable + 8
+    n_all = sum(x.size for x in jax.tree.leaves(params))
+    assert n_trainable < 0.5 * n_all
+    with open(tmp_path / "metrics.jsonl") as f:
+        first = __import__("json").loads(f.readline())
+    assert first["params"] == n_all and first["trainable_params"] == n_trainable
