@@ -98,6 +98,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.adam_eps = 1e-6                 # Adam epsilon (BERT: 1e-6)
     c.train.grad_clip_norm = 1.0            # clip gradients to this global norm
     c.train.label_smoothing = 0.0           # cross-entropy label smoothing
+    c.train.rdrop_alpha = 0.0               # > 0: R-Drop, two dropout passes + alpha x their
+                                            # symmetric KL (logged as rdrop_loss)
+    c.train.adversarial = "none"            # none | fgm | pgd: adversarial training on the word
+                                            # embeddings (logged as adversarial_loss)
+    c.train.adversarial_epsilon = 1.0       # fgm / pgd: the perturbation's norm (at most, for pgd)
+    c.train.adversarial_steps = 3           # pgd: ascent steps
+    c.train.early_stopping_patience = 0     # > 0: stop after this many evaluations without a
+                                            # better dev score (0: train all steps)
     c.train.freeze = "none"                 # none | embeddings | encoder (train the heads only)
     c.train.freeze_layers = 0               # > 0: freeze the embeddings and the bottom N layers
     c.train.layerwise_lr_decay = 1.0        # < 1: layer i's LR x decay^(depth from the top)

@@ -43,10 +43,80 @@ def _with_loss(loss, metrics):
     return loss, {"loss": loss, **metrics}
 
 
+@dataclasses.dataclass(frozen=True)
+class Regularizers:
+    """Remedies for overfitting that change what a training step computes (config.train keys).
+
+    rdrop_alpha > 0: R-Drop (Liang et al. 2021): two dropout passes of the batch; the loss is their
+      mean plus alpha times `rdrop_kl`, logged as `rdrop_loss`.
+    adversarial = "fgm" (Miyato et al. 2017): one more pass with the word embeddings moved by
+      epsilon * g / ||g|| (g: the loss's gradient with respect to the embedding table); "pgd"
+      (Madry et al. 2018): `adversarial_steps` ascent steps of epsilon / steps each, projected onto
+      the epsilon ball. The loss at the perturbed embeddings, logged as `adversarial_loss`, adds
+      its gradients (at the perturbed point) to the clean ones.
+    """
+    rdrop_alpha: float = 0.0
+    adversarial: str = "none"
+    adversarial_epsilon: float = 1.0
+    adversarial_steps: int = 3
+
+    @classmethod
+    def from_config(cls, t) -> "Regularizers":
+        r = cls(rdrop_alpha=float(t.get("rdrop_alpha", 0.0)),
+                adversarial=t.get("adversarial", "none"),
+                adversarial_epsilon=float(t.get("adversarial_epsilon", 1.0)),
+                adversarial_steps=int(t.get("adversarial_steps", 3)))
+        if r.adversarial not in ("none", "fgm", "pgd"):
+            raise ValueError(f"train.adversarial={r.adversarial!r}: choose none, fgm or pgd")
+        if r.rdrop_alpha < 0 or r.adversarial_epsilon <= 0 or r.adversarial_steps < 1:
+            raise ValueError("train.rdrop_alpha must be >= 0, train.adversarial_epsilon > 0 and "
+                             "train.adversarial_steps >= 1")
+        return r
+
+
+def rdrop_kl(logits_a, logits_b, weights) -> jax.Array:
+    """R-Drop's term: the symmetric KL, (KL(p_a || p_b) + KL(p_b || p_a)) / 2, of the two passes'
+    class distributions over the last axis, averaged with `weights` (examples, or tokens)."""
+    la, lb = (jax.nn.log_softmax(x.astype(jnp.float32), -1) for x in (logits_a, logits_b))
+    kl = 0.5 * ((jnp.exp(la) * (la - lb)).sum(-1) + (jnp.exp(lb) * (lb - la)).sum(-1))
+    return (kl * weights).sum() / jnp.maximum(weights.sum(), 1e-9)
+
+
+def _logit_weights(outputs, batch):
+    """The weights R-Drop averages its KL with: per token for token logits, else per example."""
+    logits = outputs["logits"]
+    if logits.ndim == batch["input_ids"].ndim + 1 and "label_weights" in batch:
+        weights = batch["label_weights"].astype(jnp.float32)
+        if "example_weights" in batch:
+            weights = weights * batch["example_weights"][:, None]
+        return weights
+    return batch.get("example_weights", jnp.ones(logits.shape[:1], jnp.float32))
+
+
+_EMBEDDING = ("bert", "embeddings", "word_embeddings", "embedding")
+
+
+def _get(tree, path):
+    for k in path:
+        tree = tree[k]
+    return tree
+
+
+def _set(tree, path, value):
+    if not path:
+        return value
+    return {**tree, path[0]: _set(tree[path[0]], path[1:], value)}
+
+
+def _unit(g, epsilon):
+    return epsilon * g / jnp.maximum(jnp.linalg.norm(g), 1e-12)
+
+
 def make_steps(make_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
                loss_fn: Callable, mesh, rules: dict, *, seed: int, grad_accum_steps: int = 1,
                schedule: Callable | None = None, model_kwargs: dict | None = None,
-               steps_per_execution: int = 1) -> Steps:
+               steps_per_execution: int = 1,
+               regularizers: Regularizers = Regularizers()) -> Steps:
     """Builds the sharded, jitted init/train/eval functions.
 
     model_kwargs: fixed keyword arguments of every model call (e.g. which task head to run).
@@ -56,7 +126,8 @@ def make_steps(make_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientT
     and the kernel faults each page in again, so one call per K steps pays that once (measured in
     docs/performance.md); it also saves K - 1 dispatches on any backend.
 
-    make_model(rngs) builds the model; loss_fn(outputs, batch) -> (loss, metrics)."""
+    make_model(rngs) builds the model; loss_fn(outputs, batch) -> (loss, metrics).
+    regularizers: R-Drop and adversarial training (see `Regularizers`)."""
     abstract_model = nnx.eval_shape(lambda: make_model(nnx.Rngs(0)))
     graphdef, abstract_params = nnx.split(abstract_model)
     param_sh = parallel.param_shardings(abstract_params, mesh, rules)
@@ -79,12 +150,40 @@ def make_steps(make_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientT
     # Initialise directly into the sharded layout: a large model never sits on one device.
     init = jax.jit(init_fn, out_shardings=state_sh)
 
+    reg = regularizers
+
+    def loss_of(p, batch, rng):
+        model = nnx.merge(graphdef, p)
+        run = lambda key: model(**model_inputs(model, batch), **(model_kwargs or {}),
+                                dropout_rng=key)
+        if not reg.rdrop_alpha:
+            return _with_loss(*loss_fn(run(rng), batch))
+        key_a, key_b = jax.random.split(rng)
+        out_a, out_b = run(key_a), run(key_b)
+        (loss_a, metrics), (loss_b, _) = loss_fn(out_a, batch), loss_fn(out_b, batch)
+        kl = rdrop_kl(out_a["logits"], out_b["logits"], _logit_weights(out_a, batch))
+        loss = (loss_a + loss_b) / 2 + reg.rdrop_alpha * kl
+        return loss, {**metrics, "rdrop_loss": kl, "loss": loss}
+
     def loss_and_grads(params, batch, rng):
-        def loss_of(p):
-            model = nnx.merge(graphdef, p)
-            outputs = model(**model_inputs(model, batch), **(model_kwargs or {}), dropout_rng=rng)
-            return _with_loss(*loss_fn(outputs, batch))
-        return jax.value_and_grad(loss_of, has_aux=True)(params)
+        grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+        (loss, metrics), grads = grad_fn(params, batch, rng)
+        if reg.adversarial == "none":
+            return (loss, metrics), grads
+        # Ascend on the embedding table from the clean gradient (PGD: several projected steps).
+        table, delta, g = _get(params, _EMBEDDING), 0.0, _get(grads, _EMBEDDING)
+        n = 1 if reg.adversarial == "fgm" else reg.adversarial_steps
+        for i in range(n):
+            if i:   # the gradient at the current perturbation
+                g = _get(grad_fn(_set(params, _EMBEDDING, table + delta), batch, rng)[1],
+                         _EMBEDDING)
+            delta = delta + _unit(g, reg.adversarial_epsilon / n)
+            if reg.adversarial == "pgd":   # back onto the epsilon ball
+                norm = jnp.linalg.norm(delta)
+                delta = delta * jnp.minimum(1.0, reg.adversarial_epsilon / jnp.maximum(norm, 1e-12))
+        (adv_loss, _), adv_grads = grad_fn(_set(params, _EMBEDDING, table + delta), batch, rng)
+        grads = jax.tree.map(jnp.add, grads, adv_grads)
+        return (loss, {**metrics, "adversarial_loss": adv_loss}), grads
 
     def train_fn(state, batch):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])

@@ -39,7 +39,7 @@ from nlp_jax import losses, parallel
 from nlp_jax.train import optim, recipes
 from nlp_jax.train.checkpoint import (Checkpointer, DamagedCheckpointError,
                                      IncompatibleCheckpointError, check_compatible)
-from nlp_jax.train.step import make_steps
+from nlp_jax.train.step import Regularizers, make_steps
 from nlp_jax.train.writer import MetricWriter, write_json
 
 log = logging.getLogger("nlp_jax")
@@ -106,16 +106,17 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
     peft_method = (config.get("peft") or {}).get("method", "none")
     tx = optim.make_optimizer(t, recipe.num_layers, peft_method)
     schedule = optim.learning_rate_schedule(t)
+    regularizers = Regularizers.from_config(t)
     steps = {name: make_steps(recipe.model, tx, stream.loss_fn, mesh, rules, seed=t.seed,
                               grad_accum_steps=t.grad_accum_steps, schedule=schedule,
-                              model_kwargs=stream.model_kwargs)
+                              model_kwargs=stream.model_kwargs, regularizers=regularizers)
              for name, stream in recipe.streams.items()}
     first = next(iter(steps.values()))
 
     # ---------------------------------------------------------------- restore or initialise
     restored = ckpt.restore_latest(first.abstract_state, config_dict) if latest is not None else None
     if restored is None:
-        state, start, best_score = first.init(), 0, None
+        state, start, best_score, stale = first.init(), 0, None, 0
         state["params"] = recipe.init_params(state["params"])
     else:
         start, state, data = restored
@@ -124,6 +125,7 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
         for name, stream in recipe.streams.items():
             stream.batches.set_state(data["iterators"][name])
         best_score = data.get("best_score")
+        stale = data.get("evals_without_improvement", 0)
         log.info("resumed from step %d", start)
     k = _steps_per_call(t, start)
     if k > 1:
@@ -163,26 +165,33 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
     def save(step):
         nonlocal last_saved
         finite.check()      # never a checkpoint with non-finite values
-        ckpt.save(step, state, {"iterators": iterators, "best_score": best_score}, config_dict)
+        ckpt.save(step, state, {"iterators": iterators, "best_score": best_score,
+                                "evals_without_improvement": stale}, config_dict)
         last_saved = step
 
     def evaluate(step):
-        nonlocal best_score, best_ckpt, last_eval
+        nonlocal best_score, best_ckpt, last_eval, stale
         result = recipe.evaluate(recipe.eval_split, state["params"], steps)
         for row in result.rows:
             log.info("step %d %s: %s", step, recipe.eval_split, _fmt(writer.write(
                 step, recipe.eval_split, row)))
         if result.score is not None and (best_score is None or result.score > best_score):
-            best_score = float(result.score)
+            best_score, stale = float(result.score), 0
             best_ckpt = best_ckpt or Checkpointer(best_dir, max_to_keep=1, async_save=False)
             best_ckpt.save(step, {"params": state["params"]}, {"score": best_score}, config_dict)
+        elif result.score is not None:
+            stale += 1
         if result.score is not None:
             log.info("step %d %s score %.4f (best %.4f)", step, recipe.eval_split, result.score,
                      best_score)
         last_eval = result
 
     try:
-        for step, name, batch, iterators in _prefetch(recipe, start, t.num_steps, k, mesh):
+        # train.early_stopping_patience: stop after that many evaluations without a better score
+        # (a rerun of a run that stopped so goes straight to the test split).
+        patience = t.get("early_stopping_patience", 0)
+        end = start if patience and stale >= patience else t.num_steps
+        for step, name, batch, iterators in _prefetch(recipe, start, end, k, mesh):
             state, metrics = steps[name].train(state, batch)
             finite.add(step, k, metrics)
             window.add(recipe.streams[name].per_row, t.batch_size * k)
@@ -214,6 +223,12 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
                 save(step)
             for hook in hooks:
                 hook(step, state)
+            if patience and stale >= patience:
+                log.info("step %d: early stopping, %d evaluations without a better %s", step,
+                         stale, recipe.eval_split)
+                if last_saved != step:
+                    save(step)
+                break
             if _should_stop(signals, ckpt, call):
                 if last_saved != step:
                     save(step)

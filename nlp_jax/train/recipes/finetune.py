@@ -369,6 +369,9 @@ def _check_tasks(config, tasks: dict, crf: dict) -> None:
         if task.kind in (sources.RELATION, sources.QUESTION_ANSWERING) and d.pack:
             raise ValueError(f"data.pack: the {task.kind} task {name} keeps one example a row "
                              "(its positions); set data.pack=False")
+        if task.kind in (sources.REGRESSION, sources.QUESTION_ANSWERING) and t.rdrop_alpha:
+            raise ValueError(f"train.rdrop_alpha compares class distributions; {name} is "
+                             f"{task.kind}: set it to 0")
         if task.kind in (sources.REGRESSION, sources.QUESTION_ANSWERING) and t.label_smoothing:
             raise ValueError(f"train.label_smoothing is for classes; {name} is "
                              f"{task.kind}: set it to 0")
