@@ -62,6 +62,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.tokenizer_path = ""              # random init: an existing SentencePiece model to use
     c.data.tokenizer_model = "unigram"      # random init without tokenizer_path: unigram | bpe | char
     c.data.vocab_size = 8000                # ... with this many pieces (char: at most)
+    c.data.augment = "none"                 # none | eda: training texts rewritten at every read
+                                            # (random deletion, swap, insertion; seeded, so resume is
+                                            # exact); classification and regression tasks only
+    c.data.augment_prob = 0.1               # eda: share of the units changed (EDA's alpha)
+    c.data.augment_unit = "char"            # eda: char | word (jieba's words for Chinese)
     c.data.num_threads = 2                  # Grain reader threads
     c.data.prefetch = 4                     # batches Grain prepares ahead
 

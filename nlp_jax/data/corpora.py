@@ -210,7 +210,7 @@ def _task_eval_texts(seed: int) -> frozenset[str]:
 
 # Han characters (CJK Unified Ideographs, extensions A-F, compatibility): text without spaces
 # between its words, which needs a segmenter.
-_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
 # Elsewhere a word is a run of letters and digits, and every other non-space character is one
 # (BERT's basic tokenizer also splits punctuation off).
 _WORD_OR_SYMBOL = re.compile(r"\w+|[^\w\s]")
@@ -235,7 +235,7 @@ def segment_words(text: str) -> np.ndarray:
     """int32 offsets in `text` where its words start, ascending: jieba's segmentation (default
     dictionary and HMM, deterministic) when the text holds a Han character, else runs of letters
     and digits plus single other symbols (whitespace belongs to no word)."""
-    if _HAN.search(text):
+    if HAN.search(text):
         return np.fromiter((start for _, start, _ in _jieba().tokenize(text)), np.int32)
     return np.fromiter((m.start() for m in _WORD_OR_SYMBOL.finditer(text)), np.int32)
 

@@ -121,9 +121,14 @@ def task_batches(
     num_epochs: int | None = None,
     num_threads: int = 1,
     prefetch: int = 4,
+    row_fn: Callable[[int, np.random.Generator], dict] | None = None,
 ) -> grain.DatasetIterator:
     """Iterator of this process's local batches {name: [batch_size / process_count, ...]} plus
     "example_weights" [B/P] float32 (0 on padding rows).
+
+    row_fn(index, rng) -> {name: array}: makes each training row afresh at every read instead of
+    taking row `index` of `features` (text augmentation); its rng depends on the seed and the
+    position in the stream alone, so resuming replays it (drop_remainder only).
 
     The order is `batch_dataset`'s: example indices -> shuffle (reshuffled each epoch) ->
     repeat(num_epochs; None = forever) -> [finite, not drop_remainder: padded with weight-0 rows
@@ -134,6 +139,15 @@ def task_batches(
     n = _num_examples(features)
     if n == 0:
         raise ValueError("no examples to batch; check the task split")
+    if row_fn is not None:
+        if not drop_remainder:
+            raise ValueError("row_fn is for training streams (drop_remainder=True)")
+        ds = batch_dataset(
+            n, batch_size=batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+            row_fn=lambda i, rng: {**row_fn(int(i), rng), "example_weights": np.float32(1.0)},
+            process_index=process_index, process_count=process_count,
+        )
+        return iterate(ds, num_threads=num_threads, prefetch=prefetch)
     ds = batch_dataset(
         n, batch_size=batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
         pad_remainder=not drop_remainder,

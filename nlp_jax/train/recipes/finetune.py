@@ -27,7 +27,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from nlp_jax import losses, metrics as metrics_lib, parallel
-from nlp_jax.data import bio, encoding, packing, qa, sources, stream
+from nlp_jax.data import augment, bio, encoding, packing, qa, sources, stream
 from nlp_jax.data.tokenizer import load_or_train_tokenizer
 from nlp_jax.losses import crf
 from nlp_jax.models.heads import BertForTasks
@@ -96,6 +96,12 @@ class Finetune(Recipe):
         for key in config.get("loss_args", {}) or {}:
             losses.get(key)
         _check_peft(config)
+        if d.get("augment", "none") not in ("none", "eda") or \
+                d.get("augment_unit", "char") not in augment.UNITS or \
+                not 0 <= d.get("augment_prob", 0.1) <= 1:
+            raise ValueError(f"data.augment={d.get('augment')!r} (none | eda), data.augment_unit="
+                             f"{d.get('augment_unit')!r} (char | word) and data.augment_prob="
+                             f"{d.get('augment_prob')} (in [0, 1]): fix the one that is off")
         if config.init_from:
             if d.tokenizer_path:
                 raise ValueError("data.tokenizer_path is for random initialisation; with "
@@ -154,7 +160,8 @@ class Finetune(Recipe):
             batches = stream.task_batches(train[n], batch_size=t.batch_size, seed=t.seed,
                                           shuffle=True, drop_remainder=True, process_index=p,
                                           process_count=P, num_threads=d.num_threads,
-                                          prefetch=d.prefetch)
+                                          prefetch=d.prefetch,
+                                          row_fn=_augmenter(task, tokenizer, d))
             # Packed rows hold several examples; long examples take several windows.
             per_row = len(task.splits["train"]) / rows[n]
             self.streams[n] = Stream(batches, loss_fn, {"task": n}, {"examples": per_row})
@@ -327,6 +334,23 @@ def _best_score(results: dict, t) -> float:
 # Helpers
 
 
+def _augmenter(task, tokenizer, d):
+    """data.augment: each training example's text(s) through EDA at every read, then encoded."""
+    if d.get("augment", "none") == "none":
+        return None
+    examples = task.splits["train"]
+
+    def row(i, rng):
+        e = examples[i]
+        e = {**e, "text": augment.eda(e["text"], rng, d.augment_prob, d.augment_unit),
+             "text_b": None if e["text_b"] is None else
+             augment.eda(e["text_b"], rng, d.augment_prob, d.augment_unit)}
+        out, _ = encoding._encode_classification(  # pylint: disable=protected-access
+            task, "train", [e], tokenizer, d.max_seq_len, 0)
+        return {k: v[0] for k, v in out.items()}
+    return row
+
+
 def _check_peft(config) -> None:
     peft, t = config.get("peft") or {}, config.train
     method = peft.get("method", "none")
@@ -369,6 +393,12 @@ def _check_tasks(config, tasks: dict, crf: dict) -> None:
         if task.kind in (sources.RELATION, sources.QUESTION_ANSWERING) and d.pack:
             raise ValueError(f"data.pack: the {task.kind} task {name} keeps one example a row "
                              "(its positions); set data.pack=False")
+        if d.get("augment", "none") != "none" and (
+                task.kind not in (sources.CLASSIFICATION, sources.REGRESSION) or d.pack):
+            raise ValueError(f"data.augment={d.augment} rewrites texts of classification and "
+                             f"regression tasks, unpacked; {name} is {task.kind}"
+                             f"{' and data.pack is on' if d.pack else ''}: set data.augment=none"
+                             " (entity offsets and tags would no longer match the text)")
         if task.kind in (sources.REGRESSION, sources.QUESTION_ANSWERING) and t.rdrop_alpha:
             raise ValueError(f"train.rdrop_alpha compares class distributions; {name} is "
                              f"{task.kind}: set it to 0")
