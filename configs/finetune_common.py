@@ -72,14 +72,22 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Parameter-efficient fine-tuning: what trains besides the task heads (nlp_jax/models/peft.py).
     c.peft = ml_collections.ConfigDict()
-    c.peft.method = "none"                  # none (everything) | lora | adapter | bitfit (biases
-                                            # and LayerNorms)
+    c.peft.method = "none"                  # none (everything) | lora | adalora | adapter |
+                                            # bitfit (biases and LayerNorms)
     c.peft.targets = ("query", "value")     # lora: projections among query, key, value,
                                             # attention_output, intermediate, output
-    c.peft.rank = 8                         # lora: r
+    c.peft.rank = 8                         # lora: r; adalora: the initial rank (paper: 12)
     c.peft.alpha = 16.0                     # lora: the update is scaled by alpha / r
     c.peft.dropout = 0.0                    # lora: dropout on its input
     c.peft.adapter_size = 64                # adapter: bottleneck units (Houlsby et al. 2019)
+    # AdaLoRA (Zhang et al. 2023; nlp_jax/train/adalora.py): rank budget from rank to target_rank
+    c.peft.target_rank = 4                  # average final rank per matrix (paper: 8 from 12)
+    c.peft.t_init = 0.1                     # share of the steps at the full budget first
+    c.peft.t_final = 0.4                    # share of the steps at the final budget last
+    c.peft.delta_t = 10                     # steps between reallocations (paper: 100 of ~50k)
+    c.peft.beta1 = 0.85                     # EMA of the sensitivity
+    c.peft.beta2 = 0.85                     # EMA of its uncertainty
+    c.peft.orth_gamma = 0.1                 # weight of the orthogonality regulariser on P and Q
 
     c.loss_args = ml_collections.ConfigDict()  # extra keyword arguments per loss name
     c.loss_modules = ()                     # modules to import first: your own losses (used by

@@ -97,3 +97,23 @@ def test_training_moves_only_the_methods_parameters_and_keeps_optimizer_state_fo
     with open(tmp_path / "metrics.jsonl") as f:
         first = __import__("json").loads(f.readline())
     assert first["params"] == n_all and first["trainable_params"] == n_trainable
+
+
+def test_an_adalora_run_keeps_the_rank_budget_at_every_step(tmp_path):
+    from nlp_jax.train import adalora   # pylint: disable=import-outside-toplevel
+    c = finetune_cls.get_config()
+    c.init_from, c.data.max_seq_len = TINY_HF, 24
+    c.tasks.sentiment.max_examples = 24
+    # No warm-up: the first update already moves every singular value off its initial zero.
+    c.train.update(batch_size=8, num_steps=6, log_every=1, warmup_steps=0, learning_rate=1e-2,
+                   progress_bar=False)
+    c.peft.update(method="adalora", targets=peft.LORA_TARGETS, rank=2, target_rank=1,
+                  t_init=0.2, t_final=0.3, delta_t=1)
+    train_and_evaluate(c, str(tmp_path))
+    rows = [r for r in map(__import__("json").loads, open(tmp_path / "metrics.jsonl"))
+            if r["split"] == "train"]
+    matrices = 2 * len(peft.LORA_TARGETS)   # 2 layers
+    expected = [int(adalora.budget(r["step"], 2 * matrices, matrices, 1, 1, 6)) for r in rows]
+    assert [r["adalora_total_rank"] for r in rows] == expected
+    assert expected[0] == 2 * matrices and expected[-1] == matrices
+    assert all(r["orthogonality_loss"] > 0 for r in rows)

@@ -55,6 +55,9 @@ class BertConfig:
     lora_dropout: float = 0.0            # dropout on LoRA's input
     lora_targets: tuple = ()             # some of peft.LORA_TARGETS
     adapter_size: int = 0                # Houlsby adapters' bottleneck
+    adalora_rank: int = 0                # AdaLoRA's initial rank r per projection in lora_targets
+                                         # (P diag(Lambda) Q, scaled by lora_alpha / r, with
+                                         # lora_dropout); excludes lora_rank
 
     def __post_init__(self):   # a tuple, also when read back from JSON (hashable: a static field)
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
@@ -264,7 +267,7 @@ class Layer(nnx.Module):
                                  kernel_init=_init(cfg, ("mlp", "embed")),
                                  bias_init=_zeros(("embed",)), rngs=rngs)
         self.output_layer_norm = _layer_norm(cfg, rngs)
-        if cfg.lora_rank or cfg.adapter_size:
+        if cfg.lora_rank or cfg.adalora_rank or cfg.adapter_size:
             from nlp_jax.models.peft import LayerPeft  # pylint: disable=g-import-not-at-top
             self.peft = LayerPeft(cfg, rngs)
         else:

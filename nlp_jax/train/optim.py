@@ -49,7 +49,7 @@ def depth(path: tuple, num_layers: int) -> int:
     return num_layers + 1
 
 
-PEFT_METHODS = ("none", "lora", "adapter", "bitfit")
+PEFT_METHODS = ("none", "lora", "adalora", "adapter", "bitfit")
 
 
 def _peft_trains(path: tuple, method: str) -> bool:
@@ -60,8 +60,8 @@ def _peft_trains(path: tuple, method: str) -> bool:
     if path[0] != "bert":
         return True
     layer_norm = any("layer_norm" in str(k) for k in path)
-    if method == "lora":
-        return "lora" in path
+    if method in ("lora", "adalora"):   # the module's key: peft/lora/... or peft/adalora/...
+        return method in path
     if method == "adapter":
         return "adapters" in path or layer_norm
     if method == "bitfit":
@@ -113,17 +113,17 @@ def trainable_mask(params, cfg, num_layers: int = 0, peft_method: str = "none"):
         lambda p, _: not is_frozen(_path(p), cfg, num_layers, peft_method), params)
 
 
-def make_optimizer(cfg, num_layers: int = 0, peft_method: str = "none"
-                   ) -> optax.GradientTransformation:
+def make_optimizer(cfg, num_layers: int = 0, peft=None) -> optax.GradientTransformation:
     """cfg is `config.train`: optimizer (adamw | adam | sgd; default adamw), gradient clipping,
     and optionally freezing, a parameter-efficient method (peft_method) and layer-wise LR decay
-    (num_layers: the encoder's layer count).
+    (num_layers: the encoder's layer count); `peft` is config.peft (None: no PEFT block).
 
     Frozen parameters get zero gradients before clipping (so they do not count in the norm), no
     optimiser state (`optax.multi_transform` gives them `set_to_zero`, so Adam's moments cover
     the trainable parameters only) and zero updates (weight decay cannot move them). With
     layerwise_lr_decay = d < 1, layer i's learning rate is scaled by d ** (num_layers + 1 - depth)
     (Howard & Ruder 2018; Clark et al. 2020): the heads get the full rate, embeddings the least."""
+    peft_method = (peft or {}).get("method", "none")
     schedule = learning_rate_schedule(cfg)
     name, llrd = cfg.get("optimizer", "adamw"), cfg.get("layerwise_lr_decay", 1.0)
     if name == "adamw":
@@ -151,6 +151,14 @@ def make_optimizer(cfg, num_layers: int = 0, peft_method: str = "none"
     if cfg.get("freeze", "none") == "none" and not cfg.get("freeze_layers", 0) \
             and peft_method == "none":   # everything trains
         return optax.chain(zero_frozen, clip, opt, _scale_by_path(lr_scale))
-    return optax.chain(zero_frozen, clip, optax.multi_transform(
+    tx = optax.chain(zero_frozen, clip, optax.multi_transform(
         {"train": optax.chain(opt, _scale_by_path(lr_scale)), "frozen": optax.set_to_zero()},
         labels))
+    if peft_method != "adalora":
+        return tx
+    from nlp_jax.train import adalora  # pylint: disable=g-import-not-at-top
+    # AdaLoRA's budget allocation sees the raw gradients, so it wraps the whole optimiser.
+    return adalora.rank_allocator(
+        tx, target_rank=peft.target_rank, t_init=int(peft.t_init * cfg.num_steps),
+        t_final=int(peft.t_final * cfg.num_steps), total_steps=cfg.num_steps,
+        delta_t=peft.delta_t, beta1=peft.beta1, beta2=peft.beta2)

@@ -19,6 +19,7 @@ import optax
 from flax import nnx
 
 from nlp_jax import parallel
+from nlp_jax.train import adalora
 
 
 @dataclasses.dataclass
@@ -59,13 +60,19 @@ class Regularizers:
     adversarial: str = "none"
     adversarial_epsilon: float = 1.0
     adversarial_steps: int = 3
+    adalora_gamma: float | None = None   # AdaLoRA: weight of `adalora.orthogonality` in the loss
+                                         # (logged as orthogonality_loss), and the train rows
+                                         # carry adalora_total_rank; None: no AdaLoRA
 
     @classmethod
-    def from_config(cls, t) -> "Regularizers":
+    def from_config(cls, t, peft=None) -> "Regularizers":
+        """From config.train and config.peft."""
+        adalora = (peft or {}).get("method", "none") == "adalora"
         r = cls(rdrop_alpha=float(t.get("rdrop_alpha", 0.0)),
                 adversarial=t.get("adversarial", "none"),
                 adversarial_epsilon=float(t.get("adversarial_epsilon", 1.0)),
-                adversarial_steps=int(t.get("adversarial_steps", 3)))
+                adversarial_steps=int(t.get("adversarial_steps", 3)),
+                adalora_gamma=float(peft.orth_gamma) if adalora else None)
         if r.adversarial not in ("none", "fgm", "pgd"):
             raise ValueError(f"train.adversarial={r.adversarial!r}: choose none, fgm or pgd")
         if r.rdrop_alpha < 0 or r.adversarial_epsilon <= 0 or r.adversarial_steps < 1:
@@ -153,6 +160,15 @@ def make_steps(make_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientT
     reg = regularizers
 
     def loss_of(p, batch, rng):
+        loss, metrics = task_loss(p, batch, rng)
+        if reg.adalora_gamma is None:
+            return loss, metrics
+        # AdaLoRA keeps P and Q near orthonormal, in its reference code's form (adalora.py).
+        orth = adalora.orthogonality(p, as_in_code=True)
+        loss = loss + reg.adalora_gamma * orth
+        return loss, {**metrics, "orthogonality_loss": orth, "loss": loss}
+
+    def task_loss(p, batch, rng):
         model = nnx.merge(graphdef, p)
         run = lambda key: model(**model_inputs(model, batch), **(model_kwargs or {}),
                                 dropout_rng=key)
@@ -208,6 +224,8 @@ def make_steps(make_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientT
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
+        if reg.adalora_gamma is not None:
+            metrics["adalora_total_rank"] = adalora.total_rank(params)
         if schedule is not None:
             metrics["learning_rate"] = schedule(state["step"])
         new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,

@@ -104,9 +104,9 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
 
     # ---------------------------------------------------------------- optimiser and steps
     peft_method = (config.get("peft") or {}).get("method", "none")
-    tx = optim.make_optimizer(t, recipe.num_layers, peft_method)
+    tx = optim.make_optimizer(t, recipe.num_layers, config.get("peft"))
     schedule = optim.learning_rate_schedule(t)
-    regularizers = Regularizers.from_config(t)
+    regularizers = Regularizers.from_config(t, config.get("peft"))
     steps = {name: make_steps(recipe.model, tx, stream.loss_fn, mesh, rules, seed=t.seed,
                               grad_accum_steps=t.grad_accum_steps, schedule=schedule,
                               model_kwargs=stream.model_kwargs, regularizers=regularizers)

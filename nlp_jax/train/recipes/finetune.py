@@ -361,9 +361,14 @@ def _check_peft(config) -> None:
     if t.freeze != "none" or t.freeze_layers:
         raise ValueError(f"peft.method={method} decides what trains; leave train.freeze=none and "
                          "train.freeze_layers=0")
-    if method == "lora" and (peft.rank < 1 or not peft.targets):
-        raise ValueError(f"peft.method=lora needs peft.rank >= 1 (got {peft.rank}) and some "
+    if method in ("lora", "adalora") and (peft.rank < 1 or not peft.targets):
+        raise ValueError(f"peft.method={method} needs peft.rank >= 1 (got {peft.rank}) and some "
                          f"peft.targets of {', '.join(LORA_TARGETS)}")
+    if method == "adalora" and not (0 < peft.target_rank <= peft.rank and 0 <= peft.t_init and
+                                    0 <= peft.t_final and peft.t_init + peft.t_final < 1):
+        raise ValueError(f"peft.method=adalora needs 0 < peft.target_rank <= peft.rank (got "
+                         f"{peft.target_rank}, {peft.rank}) and shares peft.t_init + "
+                         f"peft.t_final < 1 (got {peft.t_init} + {peft.t_final})")
     if method == "adapter" and peft.adapter_size < 1:
         raise ValueError(f"peft.method=adapter needs peft.adapter_size >= 1 (got "
                          f"{peft.adapter_size})")
@@ -415,6 +420,9 @@ def _with_peft(model_config, peft) -> pretrained.BertConfig:
     method = (peft or {}).get("method", "none")
     if method == "lora":
         return dataclasses.replace(model_config, lora_rank=peft.rank, lora_alpha=peft.alpha,
+                                   lora_dropout=peft.dropout, lora_targets=tuple(peft.targets))
+    if method == "adalora":
+        return dataclasses.replace(model_config, adalora_rank=peft.rank, lora_alpha=peft.alpha,
                                    lora_dropout=peft.dropout, lora_targets=tuple(peft.targets))
     if method == "adapter":
         return dataclasses.replace(model_config, adapter_size=peft.adapter_size)
