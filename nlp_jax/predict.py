@@ -7,15 +7,18 @@
     {"answer", "score", "start"} for each JSON line {"question", "context"}: extractive QA
                                                                ("" and -1: no answer)
 A CLUE task's workdir given CLUE's test.json (--input) writes the leaderboard's submission file
-into the workdir instead (`predict_clue`).
+into the workdir instead (`predict_clue`). `--mode export --output DIR` writes a LoRA / AdaLoRA
+workdir's model merged into plain weights (`export_main`).
 
 The model is rebuilt from WORKDIR/encoder.json and tasks.json, its parameters read from
 WORKDIR/best/ through `Checkpointer.restore`, the tokenizer from WORKDIR/tokenizer.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import sys
 from typing import Iterable
 
@@ -24,12 +27,14 @@ import numpy as np
 from flax import nnx
 
 from nlp_jax.data import clue, encoding, sources
+from nlp_jax.models import peft
 from nlp_jax.models.bert import BertConfig
 from nlp_jax.models.heads import BertForTasks
 from nlp_jax.train.checkpoint import Checkpointer, on_one_device
 from nlp_jax.train.pretrained import load_tokenizer
 from nlp_jax.train.recipes.finetune import decode, head_scores
 from nlp_jax.train.step import model_inputs
+from nlp_jax.train.writer import write_json
 
 
 def _read(workdir: str, name: str) -> dict:
@@ -65,6 +70,42 @@ def load_finetuned(workdir: str):
         best.close()
     return (nnx.merge(graphdef, params), load_tokenizer(os.path.join(workdir, "tokenizer")),
             task_info, _read(workdir, "config.json")["data"])
+
+
+def export_main(workdir: str, output: str | None) -> str:
+    """run.py --mode export --output DIR: a LoRA or AdaLoRA workdir's best model with the updates
+    folded into the base weights (`peft.merge_lora`), written as the workdir of a plain
+    fine-tune: --mode predict reads it with the same outputs and no PEFT modules."""
+    if not output:
+        raise ValueError("--mode export needs --output DIR, a new directory for the merged workdir")
+    if os.path.exists(output) and os.listdir(output):
+        raise ValueError(f"--output {output} exists and is not empty; give a new directory")
+    model, _, task_info, _ = load_finetuned(workdir)
+    cfg = model.cfg
+    if not (cfg.lora_rank or cfg.adalora_rank) or cfg.adapter_size:
+        raise ValueError(f"{workdir} has no LoRA or AdaLoRA updates to merge (adapters add "
+                         "layers and cannot be folded in); its workdir is already what predict "
+                         "reads")
+    params = nnx.to_pure_dict(nnx.state(model))
+    params["bert"] = peft.merge_lora(params["bert"], cfg)
+    plain = dataclasses.replace(cfg, lora_rank=0, adalora_rank=0, lora_targets=(),
+                                lora_dropout=0.0)
+    best = Checkpointer(os.path.join(workdir, "best"), read_only=True)
+    step, config = best.latest_step(), _read(workdir, "config.json")
+    best.close()
+    tmp = output.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(os.path.join(workdir, "tokenizer"), os.path.join(tmp, "tokenizer"))
+    config["peft"] = {**config.get("peft", {}), "method": "none"}
+    for name, content in (("config.json", config), ("tasks.json", task_info),
+                          ("encoder.json", dataclasses.asdict(plain))):
+        write_json(os.path.join(tmp, name), content)
+    ckpt = Checkpointer(os.path.join(os.path.abspath(tmp), "best"), max_to_keep=1,
+                        async_save=False)
+    ckpt.save(step, {"params": params}, {"merged_from": os.path.abspath(workdir)}, config)
+    ckpt.close()
+    os.replace(tmp, output)   # whole or not at all
+    return output
 
 
 def _example(kind: str, text: str, i: int) -> dict:

@@ -13,6 +13,7 @@ from configs import finetune_cls
 from nlp_jax.models import peft
 from nlp_jax.models.bert import BertConfig
 from nlp_jax.models.heads import BertForTasks
+from nlp_jax.predict import export_main, predict_lines
 from nlp_jax.train import optim
 from nlp_jax.train.pretrained import load_encoder
 from nlp_jax.train.recipes.finetune import _deep_update
@@ -97,6 +98,20 @@ def test_training_moves_only_the_methods_parameters_and_keeps_optimizer_state_fo
     with open(tmp_path / "metrics.jsonl") as f:
         first = __import__("json").loads(f.readline())
     assert first["params"] == n_all and first["trainable_params"] == n_trainable
+    # --mode export: LoRA folded into the base weights predicts as the LoRA workdir does.
+    merged = str(tmp_path.parent / f"{tmp_path.name}-merged")
+    if method != "lora":
+        with pytest.raises(ValueError, match="no LoRA or AdaLoRA updates to merge"):
+            export_main(str(tmp_path), merged)
+        return
+    export_main(str(tmp_path), merged)
+    texts = ["hello world", "new york is big", "ok"]
+    out_lora, out_merged = (list(predict_lines(w, texts)) for w in (str(tmp_path), merged))
+    assert [o["label"] for o in out_merged] == [o["label"] for o in out_lora]
+    assert [o["score"] for o in out_merged] == pytest.approx([o["score"] for o in out_lora],
+                                                             abs=1e-5)
+    with open(os.path.join(merged, "encoder.json")) as f:
+        assert __import__("json").load(f)["lora_rank"] == 0   # a plain encoder now
 
 
 def test_an_adalora_run_keeps_the_rank_budget_at_every_step(tmp_path):
