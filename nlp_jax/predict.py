@@ -23,6 +23,7 @@ import sys
 from typing import Iterable
 
 import jax
+import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -30,9 +31,10 @@ from nlp_jax.data import clue, encoding, sources
 from nlp_jax.models import peft
 from nlp_jax.models.bert import BertConfig
 from nlp_jax.models.heads import BertForTasks
-from nlp_jax.train.checkpoint import Checkpointer, on_one_device
-from nlp_jax.train.pretrained import load_tokenizer
-from nlp_jax.train.recipes.finetune import decode, head_scores
+from nlp_jax.train import optim
+from nlp_jax.train.checkpoint import Checkpointer, on_one_device, overlay, subset
+from nlp_jax.train.pretrained import load_encoder, load_tokenizer
+from nlp_jax.train.recipes.finetune import decode, frozen_from_base, head_scores
 from nlp_jax.train.step import model_inputs
 from nlp_jax.train.writer import write_json
 
@@ -63,13 +65,35 @@ def load_finetuned(workdir: str):
              for n, i in task_info.items()}
     cfg = BertConfig(**_read(workdir, "encoder.json"))
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: BertForTasks(cfg, heads, nnx.Rngs(0))))
+    abstract = on_one_device(nnx.to_pure_dict(abstract))
+    base, from_base = _peft_base(workdir, abstract, cfg.num_layers)
     try:
-        params = best.restore(step, {"params": on_one_device(nnx.to_pure_dict(abstract))}
-                              )[0]["params"]
+        target = abstract if from_base is None else \
+            subset(abstract, jax.tree.map(lambda b: not b, from_base))
+        params = best.restore(step, {"params": target})[0]["params"]
     finally:
         best.close()
+    if from_base is not None:   # the rest is the base's, read again from init_from
+        params = overlay({**abstract, "bert": overlay(abstract["bert"], base)}, params)
     return (nnx.merge(graphdef, params), load_tokenizer(os.path.join(workdir, "tokenizer")),
             task_info, _read(workdir, "config.json")["data"])
+
+
+def _peft_base(workdir: str, abstract: dict, num_layers: int):
+    """(the base encoder's params, which parameters best/ leaves to it) of a workdir fine-tuned
+    with a PEFT method from init_from, else (None, None); see `Finetune.from_base`."""
+    config = ml_collections.ConfigDict(_read(workdir, "config.json"))
+    method = (config.get("peft") or {}).get("method", "none")
+    if method == "none" or not config.get("init_from"):
+        return None, None
+    try:
+        base = jax.device_put(load_encoder(config.init_from, config.model).params)
+    except (FileNotFoundError, ValueError) as e:
+        raise FileNotFoundError(f"{workdir} holds {method} weights over the base {config.init_from}, "
+                                f"which cannot be read now ({e}); restore it there, or export "
+                                "a merged workdir (--mode export) while it is there") from None
+    trains = optim.trainable_mask(abstract, config.train, num_layers, method)
+    return base, frozen_from_base(abstract, trains, base)
 
 
 def export_main(workdir: str, output: str | None) -> str:

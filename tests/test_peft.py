@@ -15,6 +15,7 @@ from nlp_jax.models.bert import BertConfig
 from nlp_jax.models.heads import BertForTasks
 from nlp_jax.predict import export_main, predict_lines
 from nlp_jax.train import optim
+from nlp_jax.train.checkpoint import Checkpointer
 from nlp_jax.train.pretrained import load_encoder
 from nlp_jax.train.recipes.finetune import _deep_update
 from nlp_jax.train.trainer import train_and_evaluate
@@ -98,6 +99,13 @@ def test_training_moves_only_the_methods_parameters_and_keeps_optimizer_state_fo
     with open(tmp_path / "metrics.jsonl") as f:
         first = __import__("json").loads(f.readline())
     assert first["params"] == n_all and first["trainable_params"] == n_trainable
+    # The checkpoints hold what the base does not give, here the trained part alone; resuming and
+    # predicting read the base again from init_from.
+    for directory in ("checkpoints", "best"):
+        ckpt = Checkpointer(str(tmp_path / directory), read_only=True)
+        stored = ckpt.manager.restore(ckpt.latest_step())["state"]["params"]
+        ckpt.close()
+        assert sum(np.size(x) for x in jax.tree.leaves(stored)) == n_trainable, directory
     # --mode export: LoRA folded into the base weights predicts as the LoRA workdir does.
     merged = str(tmp_path.parent / f"{tmp_path.name}-merged")
     if method != "lora":
@@ -132,3 +140,26 @@ def test_an_adalora_run_keeps_the_rank_budget_at_every_step(tmp_path):
     assert [r["adalora_total_rank"] for r in rows] == expected
     assert expected[0] == 2 * matrices and expected[-1] == matrices
     assert all(r["orthogonality_loss"] > 0 for r in rows)
+
+
+def test_a_lora_run_killed_after_a_checkpoint_resumes_exactly(tmp_path):
+    c = finetune_cls.get_config()
+    c.init_from, c.data.max_seq_len = TINY_HF, 24
+    c.tasks.sentiment.max_examples = 24
+    c.train.update(batch_size=8, num_steps=4, eval_every=2, log_every=1, warmup_steps=1,
+                   learning_rate=1e-2, progress_bar=False)
+    c.peft.update(method="lora", rank=2)
+    straight = train_and_evaluate(c, str(tmp_path / "straight"))
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_3(step, state):
+        if step == 3:
+            raise Crash
+    with pytest.raises(Crash):
+        train_and_evaluate(c, str(tmp_path / "resumed"), hooks=[crash_at_3])
+    assert train_and_evaluate(c, str(tmp_path / "resumed")) == straight
+    rows = lambda d: [{k: v for k, v in r.items() if not k.endswith("_per_s")}
+                      for r in map(__import__("json").loads, open(tmp_path / d / "metrics.jsonl"))]
+    assert rows("resumed") == rows("straight")

@@ -4,7 +4,9 @@ A run's checkpoints live under WORKDIR/checkpoints/<step>/ (and the best one by 
 WORKDIR/best/<step>/), each one composite item per step:
 
     state   params, optimizer state, step, RNG (written sharded by every process); best/ holds
-            {"params"} only
+            {"params"} only. With parameter-efficient fine-tuning from `init_from`, "params" holds
+            only what that base does not give: the trained part (and anything fresh, e.g. a
+            pooler the base lacks); restoring reads the base again and `overlay`s it.
     data    JSON: the training iterators' positions and the best dev score so far. The global
             batch order does not depend on the number of processes, so one copy suffices.
     config  JSON: the run's config, checked on restore so that a workdir holding another run's
@@ -150,6 +152,26 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def subset(tree: dict, keep) -> dict:
+    """The leaves of nested dict `tree` where `keep` (a tree of bools like it) is True; empty
+    dicts dropped. What a checkpoint holds when part of the model is another checkpoint's."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            sub = subset(v, keep[k])
+            if sub:
+                out[k] = sub
+        elif keep[k]:
+            out[k] = v
+    return out
+
+
+def overlay(tree: dict, part: dict) -> dict:
+    """`tree` with the leaves `part` has replaced by its values (`subset`'s inverse)."""
+    return {k: overlay(v, part[k]) if isinstance(v, dict) and k in part else part.get(k, v)
+            for k, v in tree.items()}
 
 
 def _first_line(e: Exception, limit: int = 300) -> str:

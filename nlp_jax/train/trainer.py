@@ -38,7 +38,8 @@ import numpy as np
 from nlp_jax import losses, parallel
 from nlp_jax.train import optim, recipes
 from nlp_jax.train.checkpoint import (Checkpointer, DamagedCheckpointError,
-                                     IncompatibleCheckpointError, check_compatible)
+                                     IncompatibleCheckpointError, check_compatible, overlay,
+                                     subset)
 from nlp_jax.train.step import Regularizers, make_steps
 from nlp_jax.train.writer import MetricWriter, write_json
 
@@ -114,12 +115,22 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
     first = next(iter(steps.values()))
 
     # ---------------------------------------------------------------- restore or initialise
-    restored = ckpt.restore_latest(first.abstract_state, config_dict) if latest is not None else None
+    # What checkpoints hold of the params: all, or (PEFT from init_from) all but the base's
+    # frozen weights, which restoring takes from init_from again.
+    trains = optim.trainable_mask(first.abstract_state["params"], t, recipe.num_layers,
+                                  peft_method)
+    from_base = recipe.from_base(first.abstract_state["params"], trains)
+    saved = (lambda p: p) if from_base is None else \
+        (lambda p: subset(p, jax.tree.map(lambda b: not b, from_base)))
+    target = {**first.abstract_state, "params": saved(first.abstract_state["params"])}
+    restored = ckpt.restore_latest(target, config_dict) if latest is not None else None
     if restored is None:
         state, start, best_score, stale = first.init(), 0, None, 0
         state["params"] = recipe.init_params(state["params"])
     else:
         start, state, data = restored
+        if from_base is not None:
+            state["params"] = overlay(recipe.init_params(first.init()["params"]), state["params"])
         # Checkpoints written before the one trainer held the pretraining iterator's state alone.
         data = data if "iterators" in data else {"iterators": {next(iter(steps)): data}}
         for name, stream in recipe.streams.items():
@@ -131,9 +142,8 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
     if k > 1:
         steps = {n: dataclasses.replace(s, train=s.jit_train(k)) for n, s in steps.items()}
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-    n_trainable = sum(x.size for x, trains in zip(
-        jax.tree.leaves(state["params"]), jax.tree.leaves(
-            optim.trainable_mask(state["params"], t, recipe.num_layers, peft_method))) if trains)
+    n_trainable = sum(x.size for x, train in zip(jax.tree.leaves(state["params"]),
+                                                 jax.tree.leaves(trains)) if train)
     log.info("%s: %.1fM parameters (%.2fM trained); %d step(s) per call; %d steps",
              type(recipe).__name__, n_params / 1e6, n_trainable / 1e6, k, t.num_steps)
 
@@ -165,7 +175,8 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
     def save(step):
         nonlocal last_saved
         finite.check()      # never a checkpoint with non-finite values
-        ckpt.save(step, state, {"iterators": iterators, "best_score": best_score,
+        ckpt.save(step, {**state, "params": saved(state["params"])},
+                  {"iterators": iterators, "best_score": best_score,
                                 "evals_without_improvement": stale}, config_dict)
         last_saved = step
 
@@ -178,7 +189,8 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
         if result.score is not None and (best_score is None or result.score > best_score):
             best_score, stale = float(result.score), 0
             best_ckpt = best_ckpt or Checkpointer(best_dir, max_to_keep=1, async_save=False)
-            best_ckpt.save(step, {"params": state["params"]}, {"score": best_score}, config_dict)
+            best_ckpt.save(step, {"params": saved(state["params"])}, {"score": best_score},
+                           config_dict)
         elif result.score is not None:
             stale += 1
         if result.score is not None:
@@ -244,8 +256,8 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
         params, step = state["params"], max(start, t.num_steps)
         if best_ckpt is not None and best_ckpt.latest_step() is not None:
             step = best_ckpt.latest_step()
-            params = best_ckpt.restore(step, {"params": first.abstract_state["params"]},
-                                       config_dict)[0]["params"]
+            params = overlay(state["params"], best_ckpt.restore(
+                step, {"params": target["params"]}, config_dict)[0]["params"])
         result = recipe.evaluate(recipe.test_split, params, steps)
         for row in result.rows:   # a row may name its own split, e.g. test_mismatched
             split = row.pop("split", recipe.test_split)

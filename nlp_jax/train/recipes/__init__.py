@@ -10,6 +10,7 @@ in this order:
     recipe.streams                      name -> Stream: the training batches and the loss per stream
     recipe.pick(step)                   which stream trains at `step` (several tasks: a seeded draw)
     recipe.init_params(params)          fresh parameters -> parameters to start from (init_from)
+    recipe.from_base(params, trains)    which of them checkpoints leave to the base (PEFT)
     recipe.write_files()                what the workdir needs besides checkpoints (tokenizer, ...)
     recipe.evaluate(split, params, steps)   -> Evaluation: rows for metrics.jsonl, a score, ...
 
@@ -75,6 +76,11 @@ class Recipe:
 
     def write_files(self) -> None:
         pass
+
+    def from_base(self, params: dict, trains: dict) -> dict | None:
+        """A tree of bools like `params`: True where `init_params` loads a weight that does not
+        train (so checkpoints need not hold it), or None (checkpoints hold every parameter)."""
+        return None
 
     def evaluate(self, split: str, params: dict, steps: dict) -> Evaluation:
         raise NotImplementedError

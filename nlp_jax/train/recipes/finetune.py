@@ -192,6 +192,13 @@ class Finetune(Recipe):
         shardings = jax.tree.map(lambda x: x.sharding, params["bert"])
         return {**params, "bert": jax.device_put(loaded, shardings)}
 
+    def from_base(self, params: dict, trains: dict) -> dict | None:
+        """PEFT from init_from: the base's frozen weights stay out of the checkpoints."""
+        peft = self.config.get("peft") or {}
+        if self.encoder is None or peft.get("method", "none") == "none":
+            return None
+        return frozen_from_base(params, trains, self.encoder.params)
+
     def write_files(self) -> None:
         if jax.process_index() != 0:
             return
@@ -413,6 +420,16 @@ def _check_tasks(config, tasks: dict, crf: dict) -> None:
         if crf[name] and task.kind != sources.TOKEN_CLASSIFICATION:
             raise ValueError(f"tasks.{name}.crf is for token classification (NER), and "
                              f"{name} is {task.kind}; leave it False")
+
+
+def frozen_from_base(params: dict, trains: dict, base: dict) -> dict:
+    """True where a parameter does not train and the encoder `base` (its "bert" part) holds it."""
+    def walk(p, t, b):
+        return {k: walk(v, t[k], b.get(k, {}) if isinstance(b, dict) else {})
+                if isinstance(v, dict) else (not t[k]) and isinstance(b, dict) and k in b
+                for k, v in p.items()}
+    return {k: walk(v, trains[k], base if k == "bert" else {}) if isinstance(v, dict)
+            else False for k, v in params.items()}
 
 
 def _with_peft(model_config, peft) -> pretrained.BertConfig:
