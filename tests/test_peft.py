@@ -163,3 +163,39 @@ def test_a_lora_run_killed_after_a_checkpoint_resumes_exactly(tmp_path):
     rows = lambda d: [{k: v for k, v in r.items() if not k.endswith("_per_s")}
                       for r in map(__import__("json").loads, open(tmp_path / d / "metrics.jsonl"))]
     assert rows("resumed") == rows("straight")
+
+
+@pytest.mark.parametrize("method", ["lora", "adalora"])
+def test_a_peft_step_is_the_same_on_a_data_fsdp_tensor_mesh(method):
+    """LoRA's and AdaLoRA's weights carry logical axes too: sharded 2 x 2 x 2, the same step."""
+    import ml_collections   # pylint: disable=import-outside-toplevel
+    from nlp_jax import losses, parallel   # pylint: disable=import-outside-toplevel
+    from nlp_jax.train.step import Regularizers, make_steps   # pylint: disable=import-outside-toplevel
+    extra = dict(lora_rank=4) if method == "lora" else dict(adalora_rank=4)
+    cfg = dataclasses.replace(CFG, num_heads=4, lora_targets=peft.LORA_TARGETS, **extra)
+    train = finetune_cls.get_config().train
+    train.update(num_steps=10, warmup_steps=0, learning_rate=1e-2)
+    peft_cfg = finetune_cls.get_config().peft
+    peft_cfg.update(method=method, rank=4, target_rank=2, t_init=0.0, t_final=0.5, delta_t=1)
+    rng = np.random.default_rng(0)
+    batch = {"input_ids": rng.integers(5, 60, (8, 12)).astype(np.int32),
+             "attention_mask": np.ones((8, 12), np.int32),
+             "labels": rng.integers(0, 3, (8,)).astype(np.int32)}
+
+    def run(shape, devices):
+        mesh = parallel.make_mesh(ml_collections.ConfigDict(
+            dict(zip(("data", "fsdp", "tensor"), shape))), devices=devices)
+        steps = make_steps(lambda rngs: BertForTasks(cfg, {"t": ("classification", 3)}, rngs),
+                           optim.make_optimizer(train, 2, peft_cfg),
+                           losses.combined_loss({"classification": 1.0}), mesh,
+                           parallel.rules_from_config({}), seed=0, model_kwargs={"task": "t"},
+                           regularizers=Regularizers.from_config(train, peft_cfg))
+        state, out = steps.init(), []
+        for _ in range(3):
+            state, metrics = steps.train(state, parallel.global_batch(batch, mesh))
+            out.append(float(metrics["loss"]))
+        return out, jax.device_get(state["params"])
+    losses_1, params_1 = run((1, 1, 1), jax.devices()[:1])
+    losses_8, params_8 = run((2, 2, 2), jax.devices())
+    np.testing.assert_allclose(losses_8, losses_1, rtol=2e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), params_8, params_1)
