@@ -7,6 +7,7 @@ import pytest
 from configs import finetune_cls
 from nlp_jax.data.augment import eda
 from nlp_jax.train.trainer import train_and_evaluate
+from crash import Crash, crash_after
 
 TEXT = "这个手机质量很好，物流也快。"
 
@@ -35,14 +36,8 @@ def test_a_run_with_augmentation_resumes_exactly(tmp_path):
         return c
     train_and_evaluate(config(6), str(tmp_path / "straight"))
 
-    class Crash(Exception):
-        pass
-
-    def crash_at_5(step, state):   # two steps after the step-3 checkpoint
-        if step == 5:
-            raise Crash
     with pytest.raises(Crash):
-        train_and_evaluate(config(6), str(tmp_path / "resumed"), hooks=[crash_at_5])
+        train_and_evaluate(config(6), str(tmp_path / "resumed"), hooks=[crash_after(5)])
     train_and_evaluate(config(6), str(tmp_path / "resumed"))
     rows = lambda d: [{k: v for k, v in r.items() if not k.endswith("_per_s")}
                       for r in map(json.loads, open(tmp_path / d / "metrics.jsonl"))

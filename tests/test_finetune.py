@@ -13,6 +13,7 @@ import pytest
 from configs import finetune_cls, finetune_common, finetune_ner, pretrain
 from nlp_jax.predict import predict_lines
 from nlp_jax.train.trainer import train_and_evaluate
+from crash import Crash, crash_after
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_HF = os.path.join(ROOT, "tests", "data", "tiny_bert_pretraining")
@@ -233,14 +234,8 @@ def test_fine_tuning_killed_after_a_checkpoint_resumes_exactly(tmp_path):
     c.init_from, c.data.max_seq_len = TINY_HF, 24
     straight = train_and_evaluate(c, str(tmp_path / "straight"))
 
-    class Crash(Exception):
-        pass
-
-    def crash_at_6(step, state):
-        if step == 6:
-            raise Crash
     with pytest.raises(Crash):
-        train_and_evaluate(c, str(tmp_path / "resumed"), hooks=[crash_at_6])
+        train_and_evaluate(c, str(tmp_path / "resumed"), hooks=[crash_after(6)])
     assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["4"]
     resumed = train_and_evaluate(c, str(tmp_path / "resumed"))
     assert resumed == straight

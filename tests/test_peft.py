@@ -19,6 +19,7 @@ from nlp_jax.train.checkpoint import Checkpointer
 from nlp_jax.train.pretrained import load_encoder
 from nlp_jax.train.recipes.finetune import _deep_update
 from nlp_jax.train.trainer import train_and_evaluate
+from crash import Crash, crash_after
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_HF = os.path.join(ROOT, "tests", "data", "tiny_bert_pretraining")
@@ -151,14 +152,8 @@ def test_a_lora_run_killed_after_a_checkpoint_resumes_exactly(tmp_path):
     c.peft.update(method="lora", rank=2)
     straight = train_and_evaluate(c, str(tmp_path / "straight"))
 
-    class Crash(Exception):
-        pass
-
-    def crash_at_3(step, state):
-        if step == 3:
-            raise Crash
     with pytest.raises(Crash):
-        train_and_evaluate(c, str(tmp_path / "resumed"), hooks=[crash_at_3])
+        train_and_evaluate(c, str(tmp_path / "resumed"), hooks=[crash_after(3)])
     assert train_and_evaluate(c, str(tmp_path / "resumed")) == straight
     rows = lambda d: [{k: v for k, v in r.items() if not k.endswith("_per_s")}
                       for r in map(__import__("json").loads, open(tmp_path / d / "metrics.jsonl"))]

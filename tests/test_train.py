@@ -17,6 +17,7 @@ from nlp_jax.train.recipes.pretrain import Pretrain
 from nlp_jax.train.trainer import train_and_evaluate
 from nlp_jax.train.pretrained import load_workdir
 from nlp_jax.train.step import model_inputs
+from crash import Crash, crash_after
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = [  # a run small enough for a test: tiny model, few documents, short sequences
@@ -46,14 +47,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     cfg.data.pack = True   # packed rows (the unpacked loader's resume: tests/test_data.py)
     train_and_evaluate(cfg, str(tmp_path / "straight"))
 
-    class Crash(Exception):
-        pass
-
-    def crash_at_6(step, state):
-        if step == 6:
-            raise Crash
     with pytest.raises(Crash):  # dies after the step-4 checkpoint, two steps later
-        train_and_evaluate(cfg, str(tmp_path / "resumed"), hooks=[crash_at_6])
+        train_and_evaluate(cfg, str(tmp_path / "resumed"), hooks=[crash_after(6)])
     train_and_evaluate(cfg, str(tmp_path / "resumed"))  # same command again: resumes from step 4
 
     straight, resumed = rows(tmp_path / "straight"), rows(tmp_path / "resumed")
