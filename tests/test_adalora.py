@@ -15,7 +15,7 @@ from nlp_jax.models import peft
 from nlp_jax.models.bert import BertConfig
 from nlp_jax.models.heads import BertForTasks
 from nlp_jax.train import adalora
-from nlp_jax.train.recipes.finetune import _deep_update
+from nlp_jax.train.checkpoint import overlay
 
 CFG = BertConfig.from_preset("tiny", vocab_size=60)
 ADA = dataclasses.replace(CFG, adalora_rank=4, lora_targets=peft.LORA_TARGETS)
@@ -29,7 +29,7 @@ def model_with(cfg, seed):
 def with_params(model, params):
     """A copy of `model` with `params` loaded where they fit (as init_from loads a base)."""
     graphdef, state = nnx.split(nnx.clone(model))
-    nnx.replace_by_pure_dict(state, _deep_update(nnx.to_pure_dict(state), params))
+    nnx.replace_by_pure_dict(state, overlay(nnx.to_pure_dict(state), params))
     return nnx.merge(graphdef, state)
 
 

@@ -15,9 +15,8 @@ from nlp_jax.models.bert import BertConfig
 from nlp_jax.models.heads import BertForTasks
 from nlp_jax.predict import export_main, predict_lines
 from nlp_jax.train import optim
-from nlp_jax.train.checkpoint import Checkpointer
+from nlp_jax.train.checkpoint import Checkpointer, overlay
 from nlp_jax.train.pretrained import load_encoder
-from nlp_jax.train.recipes.finetune import _deep_update
 from nlp_jax.train.trainer import train_and_evaluate
 from crash import Crash, crash_after
 
@@ -33,7 +32,7 @@ def model_with(cfg, params=None, seed=1):
     model = BertForTasks(cfg, {"t": ("classification", 3)}, nnx.Rngs(seed))
     if params is not None:   # the base's weights, as init_from loads them
         graphdef, state = nnx.split(model)
-        nnx.replace_by_pure_dict(state, _deep_update(nnx.to_pure_dict(state), params))
+        nnx.replace_by_pure_dict(state, overlay(nnx.to_pure_dict(state), params))
         model = nnx.merge(graphdef, state)
     return model
 

@@ -120,8 +120,8 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
     trains = optim.trainable_mask(first.abstract_state["params"], t, recipe.num_layers,
                                   peft_method)
     from_base = recipe.from_base(first.abstract_state["params"], trains)
-    saved = (lambda p: p) if from_base is None else \
-        (lambda p: subset(p, jax.tree.map(lambda b: not b, from_base)))
+    keep = None if from_base is None else jax.tree.map(lambda b: not b, from_base)
+    saved = (lambda p: p) if keep is None else (lambda p: subset(p, keep))
     target = {**first.abstract_state, "params": saved(first.abstract_state["params"])}
     restored = ckpt.restore_latest(target, config_dict) if latest is not None else None
     if restored is None:
@@ -177,7 +177,7 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
         finite.check()      # never a checkpoint with non-finite values
         ckpt.save(step, {**state, "params": saved(state["params"])},
                   {"iterators": iterators, "best_score": best_score,
-                                "evals_without_improvement": stale}, config_dict)
+                   "evals_without_improvement": stale}, config_dict)
         last_saved = step
 
     def evaluate(step):

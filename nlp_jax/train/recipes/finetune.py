@@ -33,6 +33,7 @@ from nlp_jax.losses import crf
 from nlp_jax.models.heads import BertForTasks
 from nlp_jax.models.peft import LORA_TARGETS
 from nlp_jax.train import optim, pretrained
+from nlp_jax.train.checkpoint import overlay
 from nlp_jax.train.recipes import Evaluation, Recipe, Stream, register
 from nlp_jax.train.step import model_inputs
 from nlp_jax.train.writer import write_json
@@ -188,7 +189,7 @@ class Finetune(Recipe):
         expected = jax.eval_shape(lambda: params["bert"])
         _check_shapes(self.encoder.params, expected, self.config.init_from)
         # What the checkpoint lacks keeps its fresh values: e.g. a missing pooler, PEFT's weights.
-        loaded = _deep_update(params["bert"], self.encoder.params)
+        loaded = overlay(params["bert"], self.encoder.params)
         shardings = jax.tree.map(lambda x: x.sharding, params["bert"])
         return {**params, "bert": jax.device_put(loaded, shardings)}
 
@@ -444,11 +445,6 @@ def _with_peft(model_config, peft) -> pretrained.BertConfig:
     if method == "adapter":
         return dataclasses.replace(model_config, adapter_size=peft.adapter_size)
     return model_config
-
-
-def _deep_update(fresh: dict, loaded: dict) -> dict:
-    return {k: _deep_update(v, loaded[k]) if isinstance(v, dict) and isinstance(loaded.get(k), dict)
-            else loaded.get(k, v) for k, v in fresh.items()}
 
 
 def _check_shapes(loaded: dict, expected: dict, source: str) -> None:
