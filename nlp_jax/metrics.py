@@ -19,6 +19,9 @@ few numbers. The definitions follow them exactly, so results are comparable with
                          mixed character/word segmentation and longest-common-substring F1
   qa_report              mean exact match and F1 in percent over a data set, with SQuAD 2.0's
                          HasAns/NoAns split when some questions are unanswerable
+  bleu, rouge            generated text: corpus BLEU through `sacrebleu` and ROUGE-1/2/L through
+  generation_report      `rouge-score` (imported when called), the implementations papers report;
+                         Chinese targets use sacrebleu's "zh" tokenizer and ROUGE on characters
 
 Every value is a Python float (JSON- and TensorBoard-friendly); 0/0 is 0.0 (sklearn's
 zero_division=0, seqeval's default). The question-answering scores are plain Python (strings).
@@ -34,6 +37,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nlp_jax.data.bio import bio_entities
+from nlp_jax.data.corpora import HAN
 
 
 def _div(num: float, den: float) -> float:
@@ -348,4 +352,86 @@ def qa_report(predictions: Sequence[str], golds: Sequence[Sequence[str]],
             subset = [s for s, a in zip(scores, answerable) if a == wanted]
             if subset:
                 report[f"{prefix}_exact_match"], report[f"{prefix}_f1"] = means(subset)
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Generated text (translation, summarisation). The libraries define the numbers papers report, so
+# they are used rather than rewritten; imported when called (only generation needs them).
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str], chinese: bool = False) -> float:
+    """Corpus BLEU (0..100) of one reference per hypothesis, as `sacrebleu.corpus_bleu` computes it
+    with its defaults: tokenize="zh" (each Han character a token) for Chinese targets, else "13a"
+    (WMT's mteval tokenizer)."""
+    import sacrebleu  # pylint: disable=g-import-not-at-top
+
+    _check_pairs(hypotheses, references)
+    tokenize = "zh" if chinese else "13a"
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)],
+                                       tokenize=tokenize).score)
+
+
+class _CharacterTokenizer:
+    """rouge-score's tokenizer interface for Chinese: every Han character is a token, runs of other
+    letters and digits are lower-cased words, punctuation and spaces are dropped. (rouge-score's
+    default tokenizer keeps only [a-z0-9], so Chinese text would score 0 or nothing at all.)"""
+
+    def tokenize(self, text: str) -> list[str]:
+        return re.findall(r"[^\W_]+", HAN.sub(lambda m: f" {m.group()} ", text.lower()))
+
+
+def _check_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> None:
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references; give "
+                         "one reference per hypothesis")
+
+
+def rouge(hypotheses: Sequence[str], references: Sequence[str], chinese: bool = False
+          ) -> dict[str, float]:
+    """Mean ROUGE-1, ROUGE-2 and ROUGE-L F-measures over the examples, in percent, from
+    `rouge_score.rouge_scorer.RougeScorer`: English with its default tokenizer and the Porter
+    stemmer (as summarisation papers report CNN/DailyMail and XSum), Chinese on characters
+    (`_CharacterTokenizer`). Returns {"rouge1", "rouge2", "rougeL"}; 0.0 for no examples."""
+    from rouge_score import rouge_scorer  # pylint: disable=g-import-not-at-top
+
+    _check_pairs(hypotheses, references)
+    types = ("rouge1", "rouge2", "rougeL")
+    scorer = rouge_scorer.RougeScorer(list(types), use_stemmer=not chinese,
+                                      tokenizer=_CharacterTokenizer() if chinese else None)
+    totals = dict.fromkeys(types, 0.0)
+    for hypothesis, reference in zip(hypotheses, references):
+        scores = scorer.score(reference, hypothesis)  # (target, prediction)
+        for t in types:
+            totals[t] += scores[t].fmeasure
+    return {t: 100.0 * _div(v, len(hypotheses)) for t, v in totals.items()}
+
+
+def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Percent of hypotheses equal to their reference up to whitespace (runs of spaces, ends):
+    sentence accuracy, e.g. of a Pinyin transliteration."""
+    _check_pairs(hypotheses, references)
+    same = sum(" ".join(h.split()) == " ".join(r.split()) for h, r in zip(hypotheses, references))
+    return 100.0 * _div(same, len(hypotheses))
+
+
+GENERATION_METRICS = ("bleu", "rouge", "exact_match")
+
+
+def generation_report(hypotheses: Sequence[str], references: Sequence[str], chinese: bool = False,
+                      metrics: Sequence[str] = ("bleu", "rouge")) -> dict[str, float]:
+    """The test row of a generation task: {"bleu"} and/or {"rouge1", "rouge2", "rougeL"} and/or
+    {"exact_match"}, as `metrics` names them ("bleu", "rouge", "exact_match"); all in percent.
+
+    chinese: the references are Chinese text (see `nlp_jax.data.seq2seq.target_is_chinese`)."""
+    unknown = [m for m in metrics if m not in GENERATION_METRICS]
+    if unknown:
+        raise ValueError(f"unknown generation metrics {unknown}; use some of {GENERATION_METRICS}")
+    report = {}
+    if "bleu" in metrics:
+        report["bleu"] = bleu(hypotheses, references, chinese)
+    if "rouge" in metrics:
+        report.update(rouge(hypotheses, references, chinese))
+    if "exact_match" in metrics:
+        report["exact_match"] = exact_match(hypotheses, references)
     return report

@@ -1,6 +1,8 @@
 """`--mode predict`: one JSON line per input line, from a fine-tuning workdir's best checkpoint.
 
     {"label": ..., "score": ...}                               classification, sentence pairs
+                                                               (with a prompt: its label scores'
+                                                               softmax; zero-shot workdirs too)
     {"score": ...}                                             regression (STS-B)
     {"label": ..., "score": ...} for each JSON line {"text", "head", "tail"}: relation extraction
     {"entities": [{"text", "type", "start", "end"}, ...]}      NER (character offsets)
@@ -34,7 +36,8 @@ from nlp_jax.models.heads import BertForTasks
 from nlp_jax.train import optim
 from nlp_jax.train.checkpoint import Checkpointer, on_one_device, overlay, subset
 from nlp_jax.train.pretrained import load_encoder, load_tokenizer
-from nlp_jax.train.recipes.finetune import decode, frozen_from_base, head_scores
+from nlp_jax.train.recipes.finetune import (decode, frozen_from_base, head_scores, head_specs,
+                                            task_prompts)
 from nlp_jax.train.step import model_inputs
 from nlp_jax.train.writer import write_json
 
@@ -61,8 +64,8 @@ def load_finetuned(workdir: str):
         raise FileNotFoundError(f"{workdir} has no trained model (no best/ checkpoint); train "
                                 "first")
     task_info = _read(workdir, "tasks.json")
-    heads = {n: (i["kind"], len(i["label_names"]), i.get("crf", False))
-             for n, i in task_info.items()}
+    tokenizer = load_tokenizer(os.path.join(workdir, "tokenizer"))
+    heads = head_specs(task_info, task_prompts(task_info, tokenizer))
     cfg = BertConfig(**_read(workdir, "encoder.json"))
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: BertForTasks(cfg, heads, nnx.Rngs(0))))
     abstract = on_one_device(nnx.to_pure_dict(abstract))
@@ -75,8 +78,8 @@ def load_finetuned(workdir: str):
         best.close()
     if from_base is not None:   # the rest is the base's, read again from init_from
         params = overlay({**abstract, "bert": overlay(abstract["bert"], base)}, params)
-    return (nnx.merge(graphdef, params), load_tokenizer(os.path.join(workdir, "tokenizer")),
-            task_info, _read(workdir, "config.json")["data"])
+    return (nnx.merge(graphdef, params), tokenizer, task_info,
+            _read(workdir, "config.json")["data"])
 
 
 def _peft_base(workdir: str, abstract: dict, num_layers: int):
@@ -171,7 +174,8 @@ def predict_examples(workdir: str, examples: list[dict], *, batch_size: int = 32
                                  splits={"predict": examples})
     feats = encoding.encode_task(task_data, "predict", tokenizer, data["max_seq_len"],
                                  doc_stride=data.get("doc_stride", 0),
-                                 max_query_len=data.get("max_query_len", 64))
+                                 max_query_len=data.get("max_query_len", 64),
+                                 prompt=task_prompts({name: info}, tokenizer).get(name))
     device = {k: v for k, v in feats.items() if k not in encoding.HOST_KEYS}
     n = len(feats["input_ids"])
     scores = np.concatenate([np.asarray(forward({k: v[s:s + batch_size] for k, v in device.items()}))

@@ -30,3 +30,30 @@ def test_a_run_reports_consistent_figures(steps_per_execution):
                         rel_tol=1e-2)
     assert r["max_predictions"] == 5 and r["params"] > 0 and math.isfinite(r["loss"])
     assert r["page_faults_per_step"] >= 0 and r["peak_memory_bytes"] > 0
+
+
+def test_lm_flops_per_token_counts_every_matmul_weight():
+    cfg = BertConfig.from_preset("tiny", vocab_size=1000)
+    h, i, v, seq = 128, 512, 1000, 64
+    # Per token, forward: 2 layers of q, k, v, output, feed-forward, scores and values, and the
+    # tied output projection at every position (each predicts its next token).
+    forward_macs = 2 * (4 * h * h + 2 * h * i + 2 * seq * h) + h * v
+    assert math.isclose(bench.lm_flops_per_token(cfg, seq), 3 * 2 * forward_macs)
+
+
+def test_the_language_model_training_step_runs(monkeypatch):
+    # The CPU peak is measured with large matmuls (most of a run's time here); any value will do.
+    monkeypatch.setattr(bench, "peak_flops", lambda dtype: (1e12, "test"))
+    r = bench.main(["--arch", "lm", "--model", "tiny", "--vocab", "500", "--batch", "8",
+                    "--seq", "16", "--mesh=-1,1,1", "--steps", "1", "--warmup", "0"])
+    assert r["arch"] == "lm" and r["params"] > 0 and math.isfinite(r["loss"])
+    assert math.isclose(r["tokens_per_s"], 8 * 16 / r["step_s"], rel_tol=5e-2)  # 4 decimals
+
+
+@pytest.mark.parametrize("beams", [1, 2])
+def test_decoding_runs_and_makes_every_new_token(beams):
+    r = bench.main(["--arch", "lm", "--decode", "--beams", str(beams), "--model", "tiny",
+                    "--vocab", "500", "--batch", "2", "--prompt", "4", "--new", "3",
+                    "--steps", "1", "--warmup", "0"])
+    assert r["beams"] == beams and r["new_tokens"] == 2 * 3   # no EOS: every token is made
+    assert math.isclose(r["new_tokens_per_s"], 2 * 3 / r["call_s"], rel_tol=1e-2)

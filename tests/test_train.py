@@ -209,6 +209,17 @@ def test_packing_is_part_of_what_a_checkpoint_must_match():
             check_compatible(saved, packed, "runs/x")
 
 
+def test_a_workdir_saved_before_a_model_key_existed_still_resumes():
+    current = json.loads(pretrain.get_config().to_json_best_effort())
+    older = json.loads(json.dumps(current))
+    del older["model"]["electra"]      # saved before ELECTRA's keys were added
+    check_compatible(older, current, "runs/x")
+    deeper = json.loads(json.dumps(current))
+    deeper["model"]["num_layers"] = 7
+    with pytest.raises(IncompatibleCheckpointError, match="model"):
+        check_compatible(older, deeper, "runs/x")
+
+
 def test_workdir_defaults_to_runs_and_the_config_name():
     spec = importlib.util.spec_from_file_location("run", os.path.join(ROOT, "run.py"))
     run = importlib.util.module_from_spec(spec)

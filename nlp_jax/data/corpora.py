@@ -434,3 +434,20 @@ def load_documents(cfg_data, split: str) -> list[Document]:
     if split not in ("train", "heldout"):
         raise ValueError(f"split={split!r} is unknown; use 'train' or 'heldout'")
     return load_corpus(cfg_data)[split]
+
+
+def check_corpus_config(cfg_data) -> None:
+    """One clear line for a corpus config that cannot work (before anything slow is built)."""
+    d = cfg_data
+    if d.corpus not in ("builtin", "text", "tfds"):
+        raise ValueError(f"data.corpus={d.corpus!r}: choose builtin, text or tfds")
+    if d.corpus == "text" and not d.train_files:
+        raise ValueError("data.corpus=text needs data.train_files (a glob of text files)")
+    if d.corpus == "tfds" and not d.tfds_name:
+        raise ValueError("data.corpus=tfds needs data.tfds_name, e.g. wikipedia/20230601.en")
+    if d.train_files and d.corpus != "text":
+        raise ValueError(f"data.train_files is set but data.corpus={d.corpus}; add "
+                         "--config.data.corpus=text to train on those files")
+    if d.tfds_name and d.corpus != "tfds":
+        raise ValueError(f"data.tfds_name is set but data.corpus={d.corpus}; add "
+                         "--config.data.corpus=tfds to train on that dataset")

@@ -7,12 +7,15 @@ read back as character entities (`bio.entities_from_pieces`); a sentence longer 
 in overlapping windows (`windows`), each piece scored where it has the most context
 (`max_context`), so that no sentence is cut. Relation examples get typed entity
 markers around the head and tail (`mark_entities`), and the positions of the markers that open
-them (Baldini Soares et al. 2019's "entity start").
+them (Baldini Soares et al. 2019's "entity start"). A classification task with a prompt becomes
+the pattern's text with [MASK]s where the verbalizer's words are scored (`make_prompt`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 
 import numpy as np
 
@@ -174,12 +177,123 @@ def _encode_relation(task, split, examples, tokenizer, max_seq_len, doc_stride):
     return out, n_truncated
 
 
+# ------------------------------------------------------------------------------------------
+# Prompts (PET, Schick and Schütze 2021; LM-BFF, Gao et al. 2021): the input rewritten by a
+# pattern around a [MASK] slot, whose verbalizer words the masked-LM head scores.
+
+_SLOTS = re.compile(r"(\{text\}|\{text_b\}|\[MASK\])")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    """A parsed pattern and its verbalizer, in the tokenizer's pieces.
+
+    parts: the pattern cut at its slots, e.g. ("{text}", "总之很", "[MASK]", "。").
+    verbalizer: [labels][num_masks] piece ids, the word of each label in label_names order; every
+    word has num_masks pieces, so the [MASK] slot holds num_masks masks."""
+    pattern: str
+    words: tuple[str, ...]
+    parts: tuple[str, ...]
+    verbalizer: tuple[tuple[int, ...], ...]
+
+    @property
+    def num_masks(self) -> int:
+        return len(self.verbalizer[0])
+
+
+def _pieces(tokenizer, texts: list[str], first: bool) -> list[list[int]]:
+    """Each text's piece ids; away from the row's start without leading zero-width pieces
+    (SentencePiece's dummy-prefix "▁", which starts every text encoded alone but never comes
+    mid-sentence)."""
+    if hasattr(tokenizer, "encode_batch_with_offsets"):
+        encoded = tokenizer.encode_batch_with_offsets(texts)
+    else:
+        encoded = [tokenizer.encode_with_offsets(t) for t in texts]
+    out = []
+    for ids, spans in encoded:
+        skip = 0
+        while not first and skip < len(ids) and spans[skip][0] == spans[skip][1]:
+            skip += 1
+        out.append(list(ids[skip:]))
+    return out
+
+
+def make_prompt(pattern: str, words, label_names, tokenizer, where: str = "task") -> Prompt:
+    """Checks and tokenizes `pattern` (`{text}`, optional `{text_b}`, exactly one `[MASK]`) and
+    the verbalizer `words` (one per label); `where` names the config in errors (tasks.<name>)."""
+    parts = tuple(p for p in _SLOTS.split(pattern) if p)
+    count = {slot: parts.count(slot) for slot in ("{text}", "{text_b}", "[MASK]")}
+    if count["{text}"] != 1 or count["[MASK]"] != 1 or count["{text_b}"] > 1:
+        raise ValueError(f"{where}.prompt={pattern!r} needs {{text}} once, [MASK] once and "
+                         "{text_b} at most once (sentence pairs), e.g. \"{text}总之很[MASK]。\"")
+    words = tuple(str(w) for w in words)
+    if len(words) != len(label_names) or not all(words):
+        raise ValueError(f"{where}.verbalizer={words} needs one non-empty word per label, in the "
+                         f"order of the labels {list(label_names)}")
+    # The word is scored where the mask stands, mid-sentence: no dummy prefix.
+    ids = [tuple(p) for p in _pieces(tokenizer, list(words), first=False)]
+    if len(set(map(len, ids))) != 1 or not ids[0] or tokenizer.unk_id in sum(ids, ()):
+        shown = ", ".join(f"{w} -> {[tokenizer.id_to_piece(i) for i in p]}"
+                          for w, p in zip(words, ids))
+        raise ValueError(f"{where}.verbalizer: every word must be known pieces, as many for each "
+                         f"label (their log-probabilities are summed over the masks); the "
+                         f"tokenizer gives {shown}: choose other words")
+    return Prompt(pattern, words, parts, tuple(ids))
+
+
+def _encode_prompt(task, split, examples, tokenizer, max_seq_len, prompt: Prompt):
+    """[CLS] pattern [SEP] with {text} (and {text_b}) filled in and num_masks [MASK]s at the slot;
+    texts are truncated longest-first, the pattern's own words and the masks never."""
+    n, L, m = len(examples), max_seq_len, prompt.num_masks
+    fixed = {i: _pieces(tokenizer, [part], first=i == 0)[0]   # the pattern's own words
+             for i, part in enumerate(prompt.parts) if part not in ("{text}", "{text_b}", "[MASK]")}
+    budget = L - 2 - m - sum(map(len, fixed.values()))
+    if budget < 1:
+        raise ValueError(f"task {task.name}: the prompt {prompt.pattern!r} takes {L - budget} of "
+                         f"data.max_seq_len={L} pieces and leaves no room for the text; raise "
+                         "max_seq_len or shorten the pattern")
+    out = {k: np.zeros((n, L), np.int32) for k in ("input_ids", "token_type_ids", "attention_mask")}
+    out["input_ids"][:] = tokenizer.pad_id
+    out["mask_positions"] = np.zeros((n, m), np.int32)
+    pair = "{text_b}" in prompt.parts
+    for r, e in enumerate(examples):
+        if pair and e["text_b"] is None:
+            raise ValueError(f"task {task.name} split {split} example {r}: the prompt has "
+                             "{text_b} but the example is a single text; drop {text_b}")
+    ids_a = _pieces(tokenizer, [e["text"] for e in examples], prompt.parts[0] == "{text}")
+    ids_b = _pieces(tokenizer, [e["text_b"] for e in examples], prompt.parts[0] == "{text_b}") \
+        if pair else [[] for _ in examples]
+    n_truncated = 0
+    for r, (a, b) in enumerate(zip(ids_a, ids_b)):
+        n_truncated += _truncate_pair(a, b, budget)
+        row = [tokenizer.cls_id]
+        for i, part in enumerate(prompt.parts):
+            if part == "[MASK]":
+                out["mask_positions"][r] = np.arange(len(row), len(row) + m)
+                row += [tokenizer.mask_id] * m
+            else:
+                row += {"{text}": a, "{text_b}": b}.get(part, fixed.get(i))
+        row.append(tokenizer.sep_id)
+        out["input_ids"][r, : len(row)] = row
+        out["attention_mask"][r, : len(row)] = 1
+    out["labels"] = np.asarray([e["label"] for e in examples], np.int32).reshape(n)
+    return out, n_truncated
+
+
+def encode_examples(task, split, examples, tokenizer, max_seq_len, prompt=None) -> dict:
+    """Classification rows of `examples` as `encode_task` makes them (with a prompt: its rows);
+    for rows made afresh at every read (data.augment)."""
+    if prompt is not None:
+        return _encode_prompt(task, split, examples, tokenizer, max_seq_len, prompt)[0]
+    return _encode_classification(task, split, examples, tokenizer, max_seq_len, 0)[0]
+
+
 # Arrays a row carries for scoring on the host, never sent to the model.
 HOST_KEYS = ("token_spans", "max_context", "example_index")
 
 
 def encode_task(task: TaskData, split: str, tokenizer, max_seq_len: int, *, doc_stride: int = 0,
-                max_query_len: int = 64) -> dict[str, np.ndarray]:
+                max_query_len: int = 64, prompt: Prompt | None = None) -> dict[str, np.ndarray]:
     """Fixed-shape arrays of `split` (R rows, L = max_seq_len), for either tokenizer.
 
     classification: input_ids, token_type_ids (1 on text_b and its [SEP]), attention_mask [N, L]
@@ -195,6 +309,9 @@ def encode_task(task: TaskData, split: str, tokenizer, max_seq_len: int, *, doc_
       (`mark_entities`); entity_positions [N, 2] int32 (the head's and tail's opening markers;
       0 = [CLS] when truncation cut one off); labels [N] int32.
     question_answering: see `nlp_jax.data.qa.encode` (windows over the context too).
+    with a `prompt` (classification): input_ids, token_type_ids (0), attention_mask [N, L] as
+      [CLS] pattern [SEP] (`_encode_prompt`); mask_positions [N, num_masks] int32 (where the
+      masks are); labels [N] int32.
     Over-long classification and relation examples are truncated, with one warning per split.
     HOST_KEYS are for scoring only; the rest are the model's inputs and the loss's targets.
     """
@@ -209,9 +326,12 @@ def encode_task(task: TaskData, split: str, tokenizer, max_seq_len: int, *, doc_
         from nlp_jax.data import qa  # pylint: disable=g-import-not-at-top  (qa imports us)
         return qa.encode(examples, tokenizer, max_seq_len, doc_stride=doc_stride,
                          max_query_len=max_query_len, train=split == "train")
-    encode = {TOKEN_CLASSIFICATION: _encode_tokens, RELATION: _encode_relation}.get(
-        task.kind, _encode_classification)
-    out, n_truncated = encode(task, split, examples, tokenizer, max_seq_len, doc_stride)
+    if prompt is not None:
+        out, n_truncated = _encode_prompt(task, split, examples, tokenizer, max_seq_len, prompt)
+    else:
+        encode = {TOKEN_CLASSIFICATION: _encode_tokens, RELATION: _encode_relation}.get(
+            task.kind, _encode_classification)
+        out, n_truncated = encode(task, split, examples, tokenizer, max_seq_len, doc_stride)
     if n_truncated:
         _log.warning(
             "Task %s split %s: %d of %d examples truncated to max_seq_len=%d",

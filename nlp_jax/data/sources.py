@@ -531,12 +531,43 @@ def _squad_files_task(cfg_task, paths: dict, seed: int) -> TaskData:
     return TaskData(str(_cfg(cfg_task, "name", "files")) or "files", QUESTION_ANSWERING, (), splits)
 
 
+def few_shot(task: TaskData, k: int, seed: int) -> TaskData:
+    """The few-shot protocol of LM-BFF (Gao et al. 2021): k training examples per class, and a dev
+    split of k other training examples per class (as small as the training set: a few-shot run
+    has no large dev set to pick its checkpoint or its settings on); the test split is kept.
+
+    Drawn from the training split with `seed` alone (a permutation per class, in label order),
+    so the subset seed is apart from the split seed and from train.seed: the same seed gives the
+    same examples whatever the model or the training run. Both subsets keep the split's order."""
+    if task.kind not in (CLASSIFICATION, RELATION):
+        raise ValueError(f"task {task.name!r}: shots_per_class draws k examples per class of a "
+                         f"classification task, and {task.name} is {task.kind}; use "
+                         "train_examples for a subset of its training split")
+    train = task.splits["train"]
+    labels = np.asarray([e["label"] for e in train])
+    rng = np.random.default_rng(seed)
+    train_ids, dev_ids = [], []
+    for c, name in enumerate(task.label_names):
+        members = np.flatnonzero(labels == c)
+        if len(members) < 2 * k:
+            raise ValueError(f"task {task.name!r}: class {name!r} has {len(members)} training "
+                             f"examples, fewer than the 2 x {k} that shots_per_class={k} draws "
+                             "(train and dev); lower shots_per_class")
+        drawn = rng.permutation(members)
+        train_ids += drawn[:k].tolist()
+        dev_ids += drawn[k:2 * k].tolist()
+    return dataclasses.replace(task, splits={
+        **task.splits, "train": [train[i] for i in sorted(train_ids)],
+        "dev": [train[i] for i in sorted(dev_ids)]})
+
+
 def load_task(cfg_task) -> TaskData:
     """The task of `cfg_task` (fields in the module docstring): splits "train", "dev", "test".
 
     `max_examples > 0` keeps the first that many examples of each split (quick tests, smoke runs);
-    `train_examples > 0` keeps a seeded random subset of that many training examples and every
-    dev/test example (few-shot runs, learning curves).
+    `train_examples > 0` keeps a random subset of that many training examples (drawn with
+    `subset_seed`) and every dev/test example (learning curves); `shots_per_class = k > 0` is the
+    few-shot protocol instead (`few_shot`): k training and k dev examples per class.
     """
     source = str(_cfg(cfg_task, "source", "builtin"))
     seed = int(_cfg(cfg_task, "split_seed", corpora.TASK_SPLIT_SEED))
@@ -565,12 +596,20 @@ def load_task(cfg_task) -> TaskData:
             task, splits={k: v[:max_examples] for k, v in task.splits.items()}
         )
     train_examples = int(_cfg(cfg_task, "train_examples", 0))
+    shots = int(_cfg(cfg_task, "shots_per_class", 0))
+    subset_seed = int(_cfg(cfg_task, "subset_seed", 0))
+    if train_examples > 0 and shots > 0:
+        raise ValueError(f"task {task.name!r}: train_examples={train_examples} and "
+                         f"shots_per_class={shots} both pick the training subset; set one of them")
     if 0 < train_examples < len(task.splits["train"]):
         train = task.splits["train"]
-        keep = np.random.default_rng(seed).choice(len(train), train_examples, replace=False)
+        keep = np.random.default_rng(subset_seed).choice(len(train), train_examples,
+                                                         replace=False)
         task = dataclasses.replace(
             task, splits={**task.splits, "train": [train[i] for i in np.sort(keep)]}
         )
+    if shots > 0:
+        task = few_shot(task, shots, subset_seed)
     _log.info(
         "Task %s (%s, %d labels): %s", task.name, task.kind, len(task.label_names),
         ", ".join(f"{k} {len(v)}" for k, v in task.splits.items()),

@@ -1,5 +1,6 @@
-"""Pretraining losses: masked language modelling, next-sentence prediction (BERT) and
-sentence-order prediction (ALBERT)."""
+"""Pretraining losses: masked language modelling, next-sentence prediction (BERT),
+sentence-order prediction (ALBERT), and ELECTRA's generator masked LM and replaced-token
+detection."""
 from __future__ import annotations
 
 import jax
@@ -64,3 +65,42 @@ def _weighted_pair_loss(logits, labels, weights):
     loss = (cross_entropy(logits, labels) * weights).sum() / denom
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     return loss, (correct * weights).sum() / denom
+
+
+@register("generator_mlm")
+def generator_masked_lm_loss(outputs, batch):
+    """ELECTRA's generator loss: `mlm` on outputs['generator_logits'] [batch, n_predictions, vocab].
+
+    Its figures carry the generator_ prefix, since the generator is smaller than a BERT of the
+    same size and its accuracy is no BERT's masked_lm_accuracy. generator_sample_accuracy: how
+    often the sample is the original token (those positions count as not replaced)."""
+    loss, metrics = masked_lm_loss({"masked_lm_logits": outputs["generator_logits"]}, batch)
+    weights = batch["masked_lm_weights"].astype(jnp.float32)
+    same = (outputs["generator_sample"] == batch["masked_lm_ids"]).astype(jnp.float32)
+    return loss, {"generator_masked_lm_accuracy": metrics["masked_lm_accuracy"],
+                  "generator_sample_accuracy": (same * weights).sum() / jnp.maximum(
+                      weights.sum(), 1e-5)}
+
+
+@register("rtd")
+def replaced_token_detection_loss(outputs, batch):
+    """ELECTRA's discriminator loss: mean sigmoid cross-entropy over every real token (batch
+    'attention_mask' > 0, [CLS] and [SEP] included, as ELECTRA's input_mask), of
+    outputs['rtd_logits'] [batch, seq] against outputs['rtd_labels'] [batch, seq] (1: replaced;
+    the model makes them, since it draws the replacements).
+
+    Figures over the real tokens: rtd_accuracy; rtd_precision and rtd_recall of "replaced" (a
+    logit > 0 predicts replaced); rtd_replaced_fraction, the share of tokens replaced."""
+    logits = outputs["rtd_logits"].astype(jnp.float32)
+    labels = outputs["rtd_labels"].astype(jnp.float32)
+    weights = (batch["attention_mask"] > 0).astype(jnp.float32)
+    # -[z log sigmoid(x) + (1 - z) log sigmoid(-x)], stable for large |x|.
+    per_token = -(labels * jax.nn.log_sigmoid(logits) + (1 - labels) * jax.nn.log_sigmoid(-logits))
+    mean = lambda x, w: (x * w).sum() / jnp.maximum(w.sum(), 1e-5)
+    predicted = (logits > 0).astype(jnp.float32)
+    return mean(per_token, weights), {
+        "rtd_accuracy": mean((predicted == labels).astype(jnp.float32), weights),
+        "rtd_precision": mean(labels, predicted * weights),
+        "rtd_recall": mean(predicted, labels * weights),
+        "rtd_replaced_fraction": mean(labels, weights),
+    }

@@ -1,5 +1,5 @@
-"""Fine-tuning losses: classification (texts and sentence pairs), regression, token
-classification (NER) and answer spans (extractive QA).
+"""Fine-tuning losses: classification (texts and sentence pairs), prompts (the masked-LM head as
+the classifier), regression, token classification (NER) and answer spans (extractive QA).
 
 Both take `label_smoothing` (set through `config.loss_args`) and respect `example_weights`
 (0 on the rows that pad the last evaluation batch) and, for tokens, `label_weights`
@@ -38,6 +38,15 @@ def classification_loss(outputs, batch, label_smoothing: float = 0.0):
     loss = _weighted_mean(smoothed_cross_entropy(logits, labels, label_smoothing), weights)
     accuracy = _weighted_mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32), weights)
     return loss, {"accuracy": accuracy}
+
+
+@register("prompt")
+def prompt_loss(outputs, batch, label_smoothing: float = 0.0):
+    """Prompt-based fine-tuning (PET's L_CE; LM-BFF): cross-entropy of the gold label under the
+    softmax over the labels of their verbalizer scores, outputs['logits'] [batch, labels] (the
+    summed masked-LM log-probabilities of each label's word, `heads.PromptHead`); batch['labels']
+    [batch]. The classification loss on those scores: the masked-LM head is the classifier."""
+    return classification_loss(outputs, batch, label_smoothing)
 
 
 @register("regression")

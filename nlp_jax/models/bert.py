@@ -244,10 +244,55 @@ class Embeddings(nnx.Module):
         return dropout(self.layer_norm(x), self.cfg.dropout_rate, dropout_rng)
 
 
-class Layer(nnx.Module):
-    """One post-LN Transformer layer: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+class CrossAttention(nnx.Module):
+    """A decoder layer's attention to the encoder's output (Vaswani et al., 2017), post-LN like
+    the rest of the layer: x = LN(x + Attn(x, encoder keys and values))."""
 
     def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        n, d = cfg.num_heads, cfg.hidden_size // cfg.num_heads
+        proj = lambda out, names: nnx.LinearGeneral(
+            cfg.hidden_size, out, dtype=cfg.dtype, dot_general=kernel_order_dot,
+            kernel_init=_init(cfg, ("embed", *names)), bias_init=_zeros(names), rngs=rngs)
+        self.query = proj((n, d), ("heads", "kv"))
+        self.key_value = proj((2, n, d), (None, "heads", "kv"))
+        self.output = nnx.LinearGeneral((n, d), cfg.hidden_size, axis=(-2, -1), dtype=cfg.dtype,
+                                        dot_general=kernel_order_dot,
+                                        kernel_init=_init(cfg, ("heads", "kv", "embed")),
+                                        bias_init=_zeros(("embed",)), rngs=rngs)
+        self.layer_norm = _layer_norm(cfg, rngs)
+
+    def memory(self, encoded: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The encoder output's keys and values, each [batch, source, heads, head_dim]: computed
+        once per source, then read at every decoding step."""
+        k, v = jnp.unstack(self.key_value(encoded), axis=2)
+        return k, v
+
+    def __call__(self, x, memory, mask, dropout_rng=None):
+        """x: [batch, seq, hidden]; memory: `memory(encoded)`; mask: [batch, 1, 1, source]."""
+        attn = attention(self.query(x), *memory, mask, self.cfg.attention_impl)
+        return self.layer_norm(x + dropout(self.output(attn), self.cfg.dropout_rate, dropout_rng))
+
+
+def write_cache(cache: dict, k: jax.Array, v: jax.Array):
+    """Writes keys and values [batch, seq, heads, head_dim] into a decoding cache at its index;
+    returns (all cached keys, all cached values, the advanced cache). The cache is a fixed-size
+    {"key", "value": [batch, max_len, heads, head_dim], "index": int32[]}, so every decoding
+    step has the same shapes (one compiled step)."""
+    i = cache["index"]
+    key = jax.lax.dynamic_update_slice_in_dim(cache["key"], k.astype(cache["key"].dtype), i, 1)
+    value = jax.lax.dynamic_update_slice_in_dim(cache["value"], v.astype(cache["value"].dtype), i, 1)
+    return key, value, {"key": key, "value": value, "index": i + k.shape[1]}
+
+
+class Layer(nnx.Module):
+    """One post-LN Transformer layer: x = LN(x + Attn(x)); x = LN(x + FFN(x)).
+
+    The same layer serves the encoder (BERT), the decoder-only language model (a causal `mask`,
+    a key/value `cache` when decoding) and the encoder-decoder's decoder (cross_attention=True:
+    x = LN(x + CrossAttn(x, encoder)) between the two), so a BERT checkpoint warm-starts each."""
+
+    def __init__(self, cfg: BertConfig, rngs: nnx.Rngs, cross_attention: bool = False):
         self.cfg = cfg
         n, d = cfg.num_heads, cfg.hidden_size // cfg.num_heads
         # Fused query/key/value projection: one [hidden, 3, heads, head_dim] matmul instead of three.
@@ -272,23 +317,43 @@ class Layer(nnx.Module):
             self.peft = LayerPeft(cfg, rngs)
         else:
             self.peft = None
+        self.cross_attention = CrossAttention(cfg, rngs) if cross_attention else None
 
-    def __call__(self, x, mask, dropout_rng=None, positions=None):
-        """x: [batch, seq, hidden]; mask: [batch, 1, 1 or seq, seq] bool (True = may attend);
-        positions: [batch, seq] (rotary only; None = 0, 1, ...)."""
+    def __call__(self, x, mask, dropout_rng=None, positions=None, *, cache=None, memory=None):
+        """x: [batch, seq, hidden]; mask: [batch, 1, 1 or seq, keys] bool (True = may attend);
+        positions: [batch, seq] (rotary only; None = 0, 1, ...).
+
+        Decoding: `cache` (see `write_cache`) receives x's keys and values and the queries attend
+        to all its max_len slots (`mask` says which); the layer then returns (x, cache).
+        Cross-attention: memory = (the encoder's keys, values, mask [batch, 1, 1, source])."""
         if self.peft is not None:
-            return self._with_peft(x, mask, dropout_rng, positions)
+            return self._with_peft(x, mask, dropout_rng, positions, cache, memory)
         rngs = (None,) * 2 if dropout_rng is None else tuple(jax.random.split(dropout_rng))
         q, k, v = jnp.unstack(self.qkv(x), axis=2)                       # each [batch, seq, heads, head_dim]
-        if self.cfg.position_embedding == "rotary":
-            q, k = rotary(q, positions), rotary(k, positions)
-        attn = attention(q, k, v, mask, self.cfg.attention_impl)
+        attn, cache = self._attend(q, k, v, mask, positions, cache)
         x = self.attention_layer_norm(x + dropout(self.attention_output(attn), self.cfg.dropout_rate, rngs[0]))
+        x = self._cross(x, memory, dropout_rng)
         # BERT uses the exact (erf) GELU.
         h = self.output(gelu(self.intermediate(x)))
-        return self.output_layer_norm(x + dropout(h, self.cfg.dropout_rate, rngs[1]))
+        x = self.output_layer_norm(x + dropout(h, self.cfg.dropout_rate, rngs[1]))
+        return x if cache is None else (x, cache)
 
-    def _with_peft(self, x, mask, dropout_rng, positions):
+    def _attend(self, q, k, v, mask, positions, cache):
+        if self.cfg.position_embedding == "rotary":
+            q, k = rotary(q, positions), rotary(k, positions)
+        if cache is not None:
+            k, v, cache = write_cache(cache, k, v)
+        return attention(q, k, v, mask, self.cfg.attention_impl), cache
+
+    def _cross(self, x, memory, dropout_rng):
+        if self.cross_attention is None:
+            return x
+        # A key of its own (folded in), so the encoder layers' dropout draws stay as they were.
+        rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, 3)
+        k, v, mask = memory
+        return self.cross_attention(x, (k, v), mask, rng)
+
+    def _with_peft(self, x, mask, dropout_rng, positions, cache=None, memory=None):
         """The same layer with LoRA updates on its projections and adapters before each residual
         (nlp_jax/models/peft.py); a separate path so that the plain layer stays as it was."""
         peft, rate = self.peft, self.cfg.dropout_rate
@@ -297,15 +362,15 @@ class Layer(nnx.Module):
         q, k, v = jnp.unstack(self.qkv(x), axis=2)
         q, k, v = (plus(y, peft.delta(t, x, rngs[2]))
                    for y, t in zip((q, k, v), ("query", "key", "value")))
-        if self.cfg.position_embedding == "rotary":
-            q, k = rotary(q, positions), rotary(k, positions)
-        attn = attention(q, k, v, mask, self.cfg.attention_impl)
+        attn, cache = self._attend(q, k, v, mask, positions, cache)
         a = plus(self.attention_output(attn),
                  peft.delta("attention_output", attn.reshape(*attn.shape[:2], -1), rngs[2]))
         x = self.attention_layer_norm(x + peft.adapt("attention", dropout(a, rate, rngs[0])))
+        x = self._cross(x, memory, dropout_rng)
         i = gelu(plus(self.intermediate(x), peft.delta("intermediate", x, rngs[2])))
         h = plus(self.output(i), peft.delta("output", i, rngs[2]))
-        return self.output_layer_norm(x + peft.adapt("output", dropout(h, rate, rngs[1])))
+        x = self.output_layer_norm(x + peft.adapt("output", dropout(h, rate, rngs[1])))
+        return x if cache is None else (x, cache)
 
 
 class BertEncoder(nnx.Module):

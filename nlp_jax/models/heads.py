@@ -11,6 +11,13 @@
                           `crf` loss and Viterbi decoding in nlp_jax/losses/crf.py)
     question_answering    dropout -> dense on every token's vector      -> logits [batch, seq, 2]
                           (the answer's start and end scores at each position; extractive QA)
+    prompt                the masked-LM head at the prompt's masks      -> logits [batch, labels]
+                          (PET / LM-BFF: each label's verbalizer score, `PromptHead`)
+
+A prompt task's head is BERT's pretrained masked-LM head, held once by the model under the names
+BertForPreTraining gives it (mlm_transform, mlm_layer_norm, mlm_bias; the decoder is tied to the
+word embeddings), so a pretraining checkpoint or a Hugging Face BertForPreTraining loads into it
+as it is and several prompt tasks share it.
 """
 from __future__ import annotations
 
@@ -18,10 +25,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nlp_jax.models.bert import BertConfig, BertEncoder, _init, _zeros, dropout, gather_positions
+from nlp_jax.models.bert import (BertConfig, BertEncoder, _init, _layer_norm, _zeros, dropout,
+                                 gather_positions, gelu)
 
 KINDS = ("classification", "regression", "relation", "token_classification",
          "question_answering")
+PROMPT = "prompt"   # a head spec (PROMPT, num_labels, verbalizer): see PromptHead
 _SEQUENCE_KINDS = ("token_classification", "question_answering")   # a prediction per token
 
 
@@ -64,32 +73,82 @@ class TaskHead(nnx.Module):
         return logits[..., 0] if self.kind == "regression" else logits
 
 
+class PromptHead(nnx.Module):
+    """Label scores from the masked-LM head at a prompt's masks (PET; Schick and Schütze 2021).
+
+    `verbalizer` [labels][num_masks]: the piece ids of each label's word, one per mask. Label l's
+    score is the sum over the masks j of log p_MLM(verbalizer[l][j] | mask j), the log-softmax
+    over the whole vocabulary of the masked-LM logits there. With one mask this is PET's score
+    up to a constant: PET takes the word's logit, and the log-normaliser is the same for every
+    label, so a softmax over the labels (the loss, the predicted probabilities) is the same. With
+    several masks it is the natural extension that keeps that property: all masks are predicted
+    at once, independently, and every word fills all of them (no iterative decoding as in PET's
+    multi-token variant). The head holds no weights of its own: the masked-LM head is the
+    model's."""
+
+    def __init__(self, num_labels: int, verbalizer):
+        self.verbalizer = tuple(tuple(int(i) for i in word) for word in verbalizer)
+        if len(self.verbalizer) != num_labels or len({len(w) for w in self.verbalizer}) != 1:
+            raise ValueError(f"a prompt head needs one word of as many pieces per label; got "
+                             f"{self.verbalizer} for {num_labels} labels")
+        self.crf = None
+
+    def __call__(self, log_probs: jax.Array) -> jax.Array:
+        """log_probs [batch, num_masks, vocab] -> label scores [batch, labels] (float32)."""
+        ids = jnp.asarray(self.verbalizer, jnp.int32).T                  # [num_masks, labels]
+        ids = jnp.broadcast_to(ids, (log_probs.shape[0], *ids.shape))
+        return jnp.take_along_axis(log_probs, ids, axis=-1).sum(axis=1)
+
+
 class BertForTasks(nnx.Module):
-    """BERT encoder + named task heads. `tasks` maps a task name to (kind, num_labels) or
-    (kind, num_labels, crf)."""
+    """BERT encoder + named task heads. `tasks` maps a task name to (kind, num_labels),
+    (kind, num_labels, crf) or (PROMPT, num_labels, verbalizer); with a prompt task the model also
+    holds BERT's masked-LM head (mlm_transform, mlm_layer_norm, mlm_bias, as BertForPreTraining)."""
 
     input_keys = ("input_ids", "token_type_ids", "attention_mask", "position_ids", "cls_positions",
-                  "entity_positions")
+                  "entity_positions", "mask_positions")
 
     def __init__(self, cfg: BertConfig, tasks: dict[str, tuple[str, int]], rngs: nnx.Rngs):
         self.cfg = cfg
         self.bert = BertEncoder(cfg, rngs)
-        self.heads = nnx.Dict({name: TaskHead(cfg, *spec[:2], rngs, *spec[2:])
+        self.heads = nnx.Dict({name: PromptHead(*spec[1:]) if spec[0] == PROMPT else
+                               TaskHead(cfg, *spec[:2], rngs, *spec[2:])
                                for name, spec in tasks.items()})
+        if any(spec[0] == PROMPT for spec in tasks.values()):   # created last: the other heads
+            self.mlm_transform = nnx.Linear(                     # draw what they always drew
+                cfg.hidden_size, cfg.hidden_size, dtype=cfg.dtype,
+                kernel_init=_init(cfg, ("embed", "embed_out")), bias_init=_zeros(("embed_out",)),
+                rngs=rngs)
+            self.mlm_layer_norm = _layer_norm(cfg, rngs)
+            self.mlm_bias = nnx.Param(jnp.zeros((cfg.vocab_size,)), out_sharding=("vocab",),
+                                      eager_sharding=False)
+        else:
+            self.mlm_transform = self.mlm_layer_norm = self.mlm_bias = None
+
+    def masked_lm_log_probs(self, x: jax.Array) -> jax.Array:
+        """BERT's masked-LM head: x [..., hidden] -> log-probabilities [..., vocab] (float32);
+        dense -> GELU -> LayerNorm -> the word embeddings (tied) + bias, as BertForPreTraining."""
+        h = self.mlm_layer_norm(gelu(self.mlm_transform(x)))
+        logits = self.bert.embeddings.word_embeddings.attend(h).astype(jnp.float32)
+        return jax.nn.log_softmax(logits + self.mlm_bias[...], axis=-1)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
-                 cls_positions=None, entity_positions=None, *, task: str, dropout_rng=None
-                 ) -> dict:
+                 cls_positions=None, entity_positions=None, mask_positions=None, *, task: str,
+                 dropout_rng=None) -> dict:
         """Returns the encoder outputs plus 'logits' of the task's head (float32). Packed rows
         pass position_ids and cls_positions (see BertEncoder); relation heads read
-        entity_positions [batch, 2]."""
+        entity_positions [batch, 2]; prompt heads mask_positions [batch, num_masks]."""
         encoder_rng = head_rng = None
         if dropout_rng is not None:
             encoder_rng, head_rng = jax.random.split(dropout_rng)
         out = self.bert(input_ids, token_type_ids, attention_mask, position_ids, cls_positions,
                         dropout_rng=encoder_rng)
         head = self.heads[task]
-        out["logits"] = head({**out, "entity_positions": entity_positions}, head_rng)
+        if isinstance(head, PromptHead):   # as in pretraining: no dropout before the MLM head
+            out["logits"] = head(self.masked_lm_log_probs(
+                gather_positions(out["sequence_output"], mask_positions)))
+        else:
+            out["logits"] = head({**out, "entity_positions": entity_positions}, head_rng)
         if head.crf is not None:
             out["crf"] = head.crf()
         return out

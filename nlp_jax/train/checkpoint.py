@@ -59,6 +59,9 @@ def _lookup(d: dict, dotted: str):
 def check_compatible(saved: dict, current: dict, directory: str) -> None:
     for key, default in _COMPATIBILITY_KEYS.items():
         a, b = (default if v is None else v for v in (_lookup(saved, key), _lookup(current, key)))
+        if isinstance(a, dict) and isinstance(b, dict):
+            # Keys one side lacks came (or went) with a later version: compare what both hold.
+            a, b = ({k: d[k] for k in sorted(a.keys() & b.keys())} for d in (a, b))
         if a != b:
             raise IncompatibleCheckpointError(
                 f"{directory} holds a checkpoint of another run ({key}: saved {a}, config {b}); "

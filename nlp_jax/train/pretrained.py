@@ -19,6 +19,7 @@ from flax import nnx
 from nlp_jax.data.tokenizer import Tokenizer
 from nlp_jax.data.wordpiece import WordPieceTokenizer
 from nlp_jax.models.bert import PRESETS, BertConfig, BertForPreTraining
+from nlp_jax.models.electra import ElectraConfig, ElectraForPreTraining
 from nlp_jax.train.checkpoint import Checkpointer, on_one_device
 
 # config.model keys that fix the architecture; with init_from they come from the checkpoint.
@@ -84,11 +85,19 @@ def load_workdir(workdir: str, step: int | None = None):
     """(model, tokenizer, config) of a pretraining workdir, at its latest (or the given) step.
     Only the parameters are read (not the optimizer state)."""
     cfg, tokenizer, ckpt, config = _pretraining_parts(workdir)
-    task = config.data.get("sentence_task", "nsp")   # which sentence heads the run trained
     graphdef, abstract = nnx.split(nnx.eval_shape(
-        lambda: BertForPreTraining(cfg, nnx.Rngs(0), sentence_task=task)))
+        lambda: pretraining_model(cfg, config, nnx.Rngs(0))))
     params = _restore_params(ckpt, step, nnx.to_pure_dict(abstract), workdir)
     return nnx.merge(graphdef, params), tokenizer, config
+
+
+def pretraining_model(cfg: BertConfig, config, rngs: nnx.Rngs) -> nnx.Module:
+    """The model a pretraining config trains: ELECTRA's generator and discriminator with
+    config.model.electra (its `bert` is the discriminator), else BERT with the sentence heads
+    data.sentence_task asks for."""
+    if config.model.get("electra", False):
+        return ElectraForPreTraining(cfg, rngs, ElectraConfig.from_config(config.model))
+    return BertForPreTraining(cfg, rngs, sentence_task=config.data.get("sentence_task", "nsp"))
 
 
 def is_hf_dir(path: str) -> bool:
@@ -103,6 +112,12 @@ class Encoder:
     params: dict            # BertEncoder's parameters (numpy / single device), pure dict
     tokenizer: object
     tokenizer_files: dict   # file name in WORKDIR/tokenizer -> where it is now
+    mlm_head: dict | None = None   # with load_encoder(mlm_head=True): BertForPreTraining's masked-LM
+                                   # head, {mlm_transform, mlm_layer_norm, mlm_bias} (pure dict)
+
+
+# The masked-LM head's parameters, by their names in BertForPreTraining (and BertForTasks).
+MLM_HEAD_KEYS = ("mlm_transform", "mlm_layer_norm", "mlm_bias")
 
 
 _TOKENIZER_FILES = ("spm.model", "vocab.txt", "tokenizer.json", "tokenizer_config.json")
@@ -157,19 +172,48 @@ def check_architecture(model_cfg, loaded: BertConfig, init_from: str) -> None:
                              f"{'size' if 'size' in source else key} empty")
 
 
-def load_encoder(init_from: str, model_cfg) -> Encoder:
+def check_init_from(config) -> None:
+    """With config.init_from, the tokenizer and the architecture are the checkpoint's: a key that
+    would set them otherwise is refused in one line."""
+    if not config.get("init_from"):
+        return
+    if config.data.tokenizer_path:
+        raise ValueError("data.tokenizer_path is for random initialisation; with init_from the "
+                         "tokenizer is the checkpoint's: leave it empty")
+    check_architecture(config.model, encoder_config(config.init_from), config.init_from)
+
+
+def load_encoder(init_from: str, model_cfg, *, mlm_head: bool = False) -> Encoder:
     """The encoder at `init_from` (a pretraining workdir of ours or one of its checkpoints/<step>,
-    or a Hugging Face BERT directory), with config.model's dropout_rate, dtype and remat."""
+    or a Hugging Face BERT directory), with config.model's dropout_rate, dtype and remat.
+    mlm_head=True: also its masked-LM head (prompts score with it), refused in one line where the
+    checkpoint has none (e.g. a sentence-transformers model, an ELECTRA discriminator)."""
     path, step = _resolve(init_from)
     keep = dict(dtype=model_cfg.dtype, dropout_rate=model_cfg.dropout_rate, remat=model_cfg.remat)
     if is_hf_dir(path):
         from nlp_jax import hf
-        cfg, params, _ = hf.load_bert_params(path)
+        cfg, params, heads = hf.load_bert_params(path)
+        head = None
+        if mlm_head:
+            missing = [k for k in MLM_HEAD_KEYS if k not in (heads or {})]
+            if missing:
+                raise ValueError(f"{path} has no masked-LM head (cls.predictions.*: no {missing}) "
+                                 "and prompts score with it; give a BertForPreTraining or "
+                                 "BertForMaskedLM checkpoint, or fine-tune without a prompt")
+            head = {k: heads[k] for k in MLM_HEAD_KEYS}
         return Encoder(dataclasses.replace(cfg, **keep), params, WordPieceTokenizer.load(path),
-                       tokenizer_files(path))
+                       tokenizer_files(path), head)
     cfg, tokenizer, ckpt, config = _pretraining_parts(path)
+    if mlm_head and config.model.get("electra", False):
+        ckpt.close()
+        raise ValueError(f"{path} is an ELECTRA run, whose discriminator has no masked-LM head, "
+                         "and prompts score with one; give a masked-LM pretraining workdir or "
+                         "fine-tune without a prompt")
     abstract = nnx.to_pure_dict(nnx.state(nnx.eval_shape(
         lambda: BertForPreTraining(cfg, nnx.Rngs(0)))))
-    params = _restore_params(ckpt, step, {"bert": abstract["bert"]}, path)["bert"]
-    return Encoder(dataclasses.replace(cfg, **keep), jax.device_get(params), tokenizer,
-                   tokenizer_files(config.data.tokenizer_path or os.path.join(path, "tokenizer")))
+    keys = ("bert", *MLM_HEAD_KEYS) if mlm_head else ("bert",)
+    params = jax.device_get(_restore_params(ckpt, step, {k: abstract[k] for k in keys}, path))
+    head = {k: params[k] for k in MLM_HEAD_KEYS} if mlm_head else None
+    return Encoder(dataclasses.replace(cfg, **keep), params["bert"], tokenizer,
+                   tokenizer_files(config.data.tokenizer_path or os.path.join(path, "tokenizer")),
+                   head)

@@ -203,6 +203,8 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
         # (a rerun of a run that stopped so goes straight to the test split).
         patience = t.get("early_stopping_patience", 0)
         end = start if patience and stale >= patience else t.num_steps
+        if t.num_steps == 0 and best_ckpt is None:   # train.epochs=0 (zero-shot): the starting
+            evaluate(0)                              # weights' dev rows, kept in best/
         for step, name, batch, iterators in _prefetch(recipe, start, end, k, mesh):
             state, metrics = steps[name].train(state, batch)
             finite.add(step, k, metrics)
@@ -296,12 +298,12 @@ def _check_config(config) -> None:
 
 
 def _resolve_intervals(t, steps_per_epoch: int):
-    """train.num_steps (0: train.epochs epochs), eval_every (0: once an epoch) and
+    """train.num_steps (0: train.epochs epochs; both 0: none), eval_every (0: once an epoch) and
     checkpoint_every (0: at every evaluation), in steps."""
     t = t.copy_and_resolve_references()
     with t.unlocked():
-        if t.num_steps <= 0:
-            if not steps_per_epoch or not t.get("epochs"):
+        if t.num_steps <= 0:   # train.epochs=0 too: no step, the starting weights are scored
+            if not steps_per_epoch or t.get("epochs") is None or t.epochs < 0:
                 raise ValueError("train.num_steps=0 needs train.epochs; set one of them")
             t.num_steps = t.epochs * steps_per_epoch
         if t.eval_every <= 0:

@@ -31,7 +31,7 @@ register = _RECIPES.register   # class decorator: `@register("my_task")` -> conf
 
 def get(name: str) -> type:
     # The built-in recipes register on import; imported here so that the registry is complete.
-    from nlp_jax.train.recipes import finetune, pretrain  # noqa: F401  pylint: disable=unused-import
+    from nlp_jax.train.recipes import finetune, lm, pretrain, seq2seq  # noqa: F401  pylint: disable=unused-import
     return _RECIPES.get(name)
 
 

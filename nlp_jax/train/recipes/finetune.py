@@ -10,6 +10,11 @@ regression, relation extraction, NER, extractive QA).
 - The dev split is scored every epoch (or train.eval_every steps): train.best_metric of the first
   task reporting it (or train.best_task) picks the best checkpoint, whose test-split metrics and
   predictions end the run.
+- A classification task with `prompt` and `verbalizer` is scored by the masked-LM head at the
+  pattern's masks (PET / LM-BFF; `heads.PromptHead`), loaded with the encoder from init_from:
+  prompt fine-tuning trains it on the `prompt` loss; train.epochs=0 (with train.num_steps=0)
+  trains nothing and scores dev and test with the pretrained weights alone (zero-shot).
+- `shots_per_class` / `subset_seed`: the few-shot protocol (`sources.few_shot`).
 
 WORKDIR/encoder.json and tasks.json record what `--mode predict` needs to rebuild the model.
 """
@@ -30,7 +35,7 @@ from nlp_jax import losses, metrics as metrics_lib, parallel
 from nlp_jax.data import augment, bio, encoding, packing, qa, sources, stream
 from nlp_jax.data.tokenizer import load_or_train_tokenizer
 from nlp_jax.losses import crf
-from nlp_jax.models.heads import BertForTasks
+from nlp_jax.models.heads import PROMPT, BertForTasks
 from nlp_jax.models.peft import LORA_TARGETS
 from nlp_jax.train import optim, pretrained
 from nlp_jax.train.checkpoint import overlay
@@ -81,6 +86,13 @@ class Finetune(Recipe):
         for name, task in config.tasks.items():
             for loss in task.get("losses", {}) or {}:
                 losses.get(loss)
+            if bool(task.get("prompt")) != bool(task.get("verbalizer")):
+                raise ValueError(f"tasks.{name}.prompt and tasks.{name}.verbalizer go together: "
+                                 "a pattern with [MASK] and one word per label, e.g. "
+                                 "prompt=\"{text}总之很[MASK]。\" verbalizer=(\"差\", \"好\")")
+            if task.get("prompt") and (d.pack or task.get("crf")):
+                raise ValueError(f"tasks.{name}.prompt keeps one example a row with its masks "
+                                 "and has no CRF: set data.pack=False and crf=False")
             if task.get("crf") and (d.pack or t.label_smoothing):
                 raise ValueError(f"tasks.{name}.crf: a CRF chain cannot cross the examples of "
                                  "a packed row, and its loss has no label smoothing: set "
@@ -103,12 +115,7 @@ class Finetune(Recipe):
             raise ValueError(f"data.augment={d.get('augment')!r} (none | eda), data.augment_unit="
                              f"{d.get('augment_unit')!r} (char | word) and data.augment_prob="
                              f"{d.get('augment_prob')} (in [0, 1]): fix the one that is off")
-        if config.init_from:
-            if d.tokenizer_path:
-                raise ValueError("data.tokenizer_path is for random initialisation; with "
-                                 "init_from the tokenizer is the checkpoint's: leave it empty")
-            pretrained.check_architecture(config.model, pretrained.encoder_config(config.init_from),
-                                          config.init_from)
+        pretrained.check_init_from(config)
 
     def __init__(self, config, workdir: str, mesh):
         t, d = config.train, config.data
@@ -116,8 +123,10 @@ class Finetune(Recipe):
         self.tasks = {name: sources.load_task(cfg) for name, cfg in config.tasks.items()}
         self.crf = {name: bool(cfg.get("crf", False)) for name, cfg in config.tasks.items()}
         _check_tasks(config, self.tasks, self.crf)
-        if config.init_from:
-            self.encoder = pretrained.load_encoder(config.init_from, config.model)
+        if config.init_from:   # with prompts, the masked-LM head too: it scores them
+            self.encoder = pretrained.load_encoder(
+                config.init_from, config.model,
+                mlm_head=any(cfg.get("prompt") for cfg in config.tasks.values()))
             self.model_config, tokenizer = self.encoder.config, self.encoder.tokenizer
             self.tokenizer_files = self.encoder.tokenizer_files
         else:   # our own tokenizer, given or trained on the tasks' texts
@@ -132,13 +141,14 @@ class Finetune(Recipe):
             raise ValueError(f"data.max_seq_len={d.max_seq_len} exceeds the encoder's "
                              f"{cfg.max_position_embeddings} positions; shorten it")
         self.num_layers = cfg.num_layers
-        self.features = {name: {split: encoding.encode_task(
-            task, split, tokenizer, d.max_seq_len, doc_stride=d.doc_stride,
-            max_query_len=d.max_query_len) for split in task.splits}
-                         for name, task in self.tasks.items()}
         # How each task's answers are read (tasks.json keeps it for --mode predict).
         self.info = {n: _task_info(task, config.tasks[n], self.crf[n])
                      for n, task in self.tasks.items()}
+        self.prompts = task_prompts(self.info, tokenizer)
+        self.features = {name: {split: encoding.encode_task(
+            task, split, tokenizer, d.max_seq_len, doc_stride=d.doc_stride,
+            max_query_len=d.max_query_len, prompt=self.prompts.get(name))
+            for split in task.splits} for name, task in self.tasks.items()}
         # data.pack: several examples per training row; evaluation stays one example per row, so
         # scores are computed exactly as without packing. Training rows leave the host-only keys.
         train = {n: {k: v for k, v in f["train"].items() if k not in encoding.HOST_KEYS}
@@ -153,7 +163,8 @@ class Finetune(Recipe):
         for n, task in self.tasks.items():
             # By default a task trains on the loss registered under its kind (classification,
             # token_classification); a task's `losses` may weigh in others, e.g. one's own.
-            default = "crf" if self.crf[n] else _DEFAULT_LOSS[task.kind]
+            default = "crf" if self.crf[n] else "prompt" if n in self.prompts else \
+                _DEFAULT_LOSS[task.kind]
             weights = dict(config.tasks[n].get("losses", {}) or {}) or {default: 1.0}
             smoothing = {} if default in ("crf", "regression", "span") else {
                 default: {"label_smoothing": t.label_smoothing}}
@@ -162,7 +173,8 @@ class Finetune(Recipe):
                                           shuffle=True, drop_remainder=True, process_index=p,
                                           process_count=P, num_threads=d.num_threads,
                                           prefetch=d.prefetch,
-                                          row_fn=_augmenter(task, tokenizer, d))
+                                          row_fn=_augmenter(task, tokenizer, d,
+                                                            self.prompts.get(n)))
             # Packed rows hold several examples; long examples take several windows.
             per_row = len(task.splits["train"]) / rows[n]
             self.streams[n] = Stream(batches, loss_fn, {"task": n}, {"examples": per_row})
@@ -175,8 +187,7 @@ class Finetune(Recipe):
                  self.steps_per_epoch, t.batch_size)
 
     def model(self, rngs):
-        heads = {n: (task.kind, task.num_labels, self.crf[n]) for n, task in self.tasks.items()}
-        return BertForTasks(self.model_config, heads, rngs)
+        return BertForTasks(self.model_config, head_specs(self.info, self.prompts), rngs)
 
     def pick(self, step: int) -> str:
         names = list(self.tasks)
@@ -186,12 +197,15 @@ class Finetune(Recipe):
     def init_params(self, params: dict) -> dict:
         if self.encoder is None:
             return params
-        expected = jax.eval_shape(lambda: params["bert"])
-        _check_shapes(self.encoder.params, expected, self.config.init_from)
+        # The encoder, and with prompts the masked-LM head (top-level names, as in pretraining).
+        given = {"bert": self.encoder.params, **(self.encoder.mlm_head or {})}
+        given = {k: v for k, v in given.items() if k in params}
+        _check_shapes(given, jax.eval_shape(lambda: {k: params[k] for k in given}),
+                      self.config.init_from)
         # What the checkpoint lacks keeps its fresh values: e.g. a missing pooler, PEFT's weights.
-        loaded = overlay(params["bert"], self.encoder.params)
-        shardings = jax.tree.map(lambda x: x.sharding, params["bert"])
-        return {**params, "bert": jax.device_put(loaded, shardings)}
+        loaded = overlay({k: params[k] for k in given}, given)
+        shardings = jax.tree.map(lambda x: x.sharding, {k: params[k] for k in given})
+        return {**params, **jax.device_put(loaded, shardings)}
 
     def from_base(self, params: dict, trains: dict) -> dict | None:
         """PEFT from init_from: the base's frozen weights stay out of the checkpoints."""
@@ -342,8 +356,9 @@ def _best_score(results: dict, t) -> float:
 # Helpers
 
 
-def _augmenter(task, tokenizer, d):
-    """data.augment: each training example's text(s) through EDA at every read, then encoded."""
+def _augmenter(task, tokenizer, d, prompt=None):
+    """data.augment: each training example's text(s) through EDA at every read, then encoded
+    (with a prompt: into its pattern)."""
     if d.get("augment", "none") == "none":
         return None
     examples = task.splits["train"]
@@ -353,8 +368,7 @@ def _augmenter(task, tokenizer, d):
         e = {**e, "text": augment.eda(e["text"], rng, d.augment_prob, d.augment_unit),
              "text_b": None if e["text_b"] is None else
              augment.eda(e["text_b"], rng, d.augment_prob, d.augment_unit)}
-        out, _ = encoding._encode_classification(  # pylint: disable=protected-access
-            task, "train", [e], tokenizer, d.max_seq_len, 0)
+        out = encoding.encode_examples(task, "train", [e], tokenizer, d.max_seq_len, prompt)
         return {k: v[0] for k, v in out.items()}
     return row
 
@@ -387,11 +401,28 @@ def _task_info(task, cfg_task, crf: bool) -> dict:
     info = {"kind": task.kind, "label_names": list(task.label_names), "crf": crf}
     if cfg_task.get("source") == "clue":   # --mode predict on test.json writes a submission file
         info["clue"] = task.name
+    if cfg_task.get("prompt"):
+        info.update(prompt=str(cfg_task.prompt), verbalizer=[str(w) for w in cfg_task.verbalizer])
     if task.kind == sources.QUESTION_ANSWERING:
         info.update(no_answer=any(not e["answers"] for e in task.splits["train"]),
                     chinese=qa.is_chinese(task.splits["train"]),
                     max_answer_len=int(cfg_task.get("max_answer_len", 30)))
     return info
+
+
+def task_prompts(task_info: dict, tokenizer) -> dict:
+    """name -> `encoding.Prompt` of each task with a prompt (from `_task_info`, or tasks.json)."""
+    return {n: encoding.make_prompt(i["prompt"], i["verbalizer"], i["label_names"], tokenizer,
+                                    f"tasks.{n}")
+            for n, i in task_info.items() if i.get("prompt")}
+
+
+def head_specs(task_info: dict, prompts: dict) -> dict:
+    """BertForTasks' `tasks` argument: name -> (kind, labels, crf), or (PROMPT, labels,
+    verbalizer piece ids) for a task with a prompt."""
+    return {n: (PROMPT, len(i["label_names"]), prompts[n].verbalizer) if n in prompts else
+            (i["kind"], len(i["label_names"]), i.get("crf", False))
+            for n, i in task_info.items()}
 
 
 def _check_tasks(config, tasks: dict, crf: dict) -> None:
@@ -418,6 +449,9 @@ def _check_tasks(config, tasks: dict, crf: dict) -> None:
         if task.kind in (sources.REGRESSION, sources.QUESTION_ANSWERING) and t.label_smoothing:
             raise ValueError(f"train.label_smoothing is for classes; {name} is "
                              f"{task.kind}: set it to 0")
+        if config.tasks[name].get("prompt") and task.kind != sources.CLASSIFICATION:
+            raise ValueError(f"tasks.{name}.prompt: the masked-LM head scores one word per "
+                             f"class, and {name} is {task.kind}; leave prompt empty")
         if crf[name] and task.kind != sources.TOKEN_CLASSIFICATION:
             raise ValueError(f"tasks.{name}.crf is for token classification (NER), and "
                              f"{name} is {task.kind}; leave it False")

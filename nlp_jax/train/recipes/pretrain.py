@@ -1,10 +1,12 @@
 """Pretraining recipe: BERT's masked LM and next-sentence prediction on a corpus (or whole-word /
-span masking and ALBERT's sentence-order prediction: data.masking, data.sentence_task).
+span masking and ALBERT's sentence-order prediction: data.masking, data.sentence_task; or ELECTRA's
+replaced-token detection: model.electra).
 
 Data: `nlp_jax.data.build_pretraining_data` (corpus -> tokenizer -> sentence pairs -> masked Grain
-stream); model: `BertForPreTraining` with the sentence heads data.sentence_task asks for; loss: the
-weighted sum of `config.losses` (registered names), less a sentence loss the data makes no labels
-for (`training_losses`).
+stream); model: `BertForPreTraining` with the sentence heads data.sentence_task asks for, or
+`ElectraForPreTraining` (generator + discriminator, nlp_jax/models/electra.py); loss: the weighted
+sum of `config.losses` (registered names), less those the model or the data gives nothing to
+(`training_losses`).
 Evaluation scores fixed held-out batches (the "eval" rows) and has no test split or best
 checkpoint: a pretraining run is judged by what it transfers to.
 """
@@ -17,10 +19,10 @@ import jax
 import numpy as np
 
 from nlp_jax import losses, parallel
-from nlp_jax.data import build_pretraining_data
+from nlp_jax.data import build_pretraining_data, corpora
 from nlp_jax.data.pretraining import MASKING, MIN_SEQ_LEN, SENTENCE_TASKS, check_choice
-from nlp_jax.models.bert import BertForPreTraining
-from nlp_jax.train.pretrained import bert_config
+from nlp_jax.models.electra import ElectraConfig, generator_config
+from nlp_jax.train.pretrained import bert_config, pretraining_model
 from nlp_jax.train.recipes import Evaluation, Recipe, Stream, register
 
 log = logging.getLogger("nlp_jax")
@@ -35,14 +37,35 @@ def frequency_baseline(eval_batches) -> float:
 
 # Sentence-level losses -> the data.sentence_task values that make their labels.
 _SENTENCE_LOSSES = {"nsp": ("nsp", "both"), "sop": ("sop", "both")}
+# Losses only one model computes -> that model ("electra": model.electra, else "bert"); a loss
+# not listed (a user's own) trains with either.
+_MODEL_LOSSES = {"mlm": "bert", "nsp": "bert", "sop": "bert",
+                 "generator_mlm": "electra", "rtd": "electra"}
 
 
 def training_losses(config) -> dict[str, float]:
-    """config.losses without the sentence losses (nsp, sop) whose labels data.sentence_task does
-    not make: the config lists both weights, the data decides which one trains."""
+    """config.losses without those the run gives nothing to: the sentence losses (nsp, sop) whose
+    labels data.sentence_task does not make, and the losses of the other model (BERT: mlm and the
+    sentence losses; ELECTRA: generator_mlm and rtd). The config lists every weight; the data and
+    model.electra decide which train."""
     task = config.data.get("sentence_task", "nsp")
+    model = "electra" if config.model.get("electra", False) else "bert"
     return {name: weight for name, weight in config.losses.items()
-            if task in _SENTENCE_LOSSES.get(name, SENTENCE_TASKS)}
+            if task in _SENTENCE_LOSSES.get(name, SENTENCE_TASKS)
+            and _MODEL_LOSSES.get(name, model) == model}
+
+
+def check_electra(config) -> None:
+    """model.electra's keys, and the losses it needs (one clear line each)."""
+    m, weights = config.model, config.losses
+    for name, what in (("generator_mlm", "its generator"), ("rtd", "its discriminator")):
+        if weights.get(name, 0) <= 0:
+            raise ValueError(f"model.electra=True trains {what} through losses.{name}, which is "
+                             f"{weights.get(name, 'missing')}; set --config.losses.{name} > 0 "
+                             "(ELECTRA: generator_mlm 1, rtd 50)")
+    if m.get("generator_temperature", 1.0) <= 0:
+        raise ValueError(f"model.generator_temperature={m.generator_temperature} must be > 0")
+    generator_config(bert_config(m, 8), ElectraConfig.from_config(m))   # the fractions' check
 
 
 @register("pretrain")
@@ -52,18 +75,7 @@ class Pretrain(Recipe):
     @staticmethod
     def check_config(config) -> None:
         d, m = config.data, config.model
-        if d.corpus not in ("builtin", "text", "tfds"):
-            raise ValueError(f"data.corpus={d.corpus!r}: choose builtin, text or tfds")
-        if d.corpus == "text" and not d.train_files:
-            raise ValueError("data.corpus=text needs data.train_files (a glob of text files)")
-        if d.corpus == "tfds" and not d.tfds_name:
-            raise ValueError("data.corpus=tfds needs data.tfds_name, e.g. wikipedia/20230601.en")
-        if d.train_files and d.corpus != "text":
-            raise ValueError(f"data.train_files is set but data.corpus={d.corpus}; add "
-                             "--config.data.corpus=text to train on those files")
-        if d.tfds_name and d.corpus != "tfds":
-            raise ValueError(f"data.tfds_name is set but data.corpus={d.corpus}; add "
-                             "--config.data.corpus=tfds to train on that dataset")
+        corpora.check_corpus_config(d)
         if d.max_seq_len < MIN_SEQ_LEN:
             raise ValueError(f"data.max_seq_len={d.max_seq_len} is too small: need at least "
                              f"{MIN_SEQ_LEN} for [CLS] A [SEP] B [SEP]; raise data.max_seq_len")
@@ -86,6 +98,8 @@ class Pretrain(Recipe):
                              "--workdir")
         for name in config.losses:
             losses.get(name)   # an unknown loss is refused now, not after the data is built
+        if m.get("electra", False):
+            check_electra(config)
 
     def __init__(self, config, workdir: str, mesh):
         t, d = config.train, config.data
@@ -104,11 +118,14 @@ class Pretrain(Recipe):
             # tokens: every position; text_tokens: the (packed) rows' text, padding excluded.
             per_row={"tokens": d.max_seq_len, "text_tokens": self.data.text_tokens_per_row})}
         self.mesh = mesh
-        self.sentence_task = d.get("sentence_task", "nsp")
+        self.config = config
         log.info("model: %s", self.model_config)
+        if config.model.get("electra", False):
+            log.info("ELECTRA generator: %s", generator_config(
+                self.model_config, ElectraConfig.from_config(config.model)))
 
     def model(self, rngs):
-        return BertForPreTraining(self.model_config, rngs, sentence_task=self.sentence_task)
+        return pretraining_model(self.model_config, self.config, rngs)
 
     def evaluate(self, split, params, steps) -> Evaluation:
         evaluate = steps["pretrain"].evaluate

@@ -1,0 +1,109 @@
+r"""The few-shot table of docs/results.md: zero-shot, head fine-tuning and prompt fine-tuning (PET /
+LM-BFF) on the built-in sentiment task, from one pretraining workdir, at k examples per class.
+
+    python scripts/fewshot_table.py runs/pretrain-rope-6k            # the full grid
+    python scripts/fewshot_table.py runs/pretrain --shots 8 --seeds 2 --steps 4 \
+        --extra=--config.tasks.sentiment.max_examples=200             # a quick look
+
+The protocol (LM-BFF, Gao et al. 2021): for each k, five subsets drawn by seeds 0..4
+(tasks.sentiment.subset_seed), each with k training and k dev examples per class from the training
+split (shots_per_class); the run with seed s also trains with train.seed=s. The dev set picks the
+best checkpoint; every run is scored on the full test split. Zero-shot (train.epochs=0) depends on
+neither seed: one run. Cells are the mean ± the sample standard deviation (ddof=1) of the test
+accuracy over the seeds, in %.
+
+Every run is a `run.py` workdir under --out; a rerun skips those that already have a test row, so
+an interrupted grid continues where it stopped. The table is printed and written to OUT/table.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "finetune_cls.py")
+
+
+def test_accuracy(workdir: str) -> float | None:
+    """The test row's accuracy in WORKDIR/metrics.jsonl, or None before the run ends."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        tests = [r for r in map(json.loads, f) if r["split"] == "test"]
+    return tests[-1]["accuracy"] if tests else None
+
+
+def run(workdir: str, config_arg: str, flags: list[str]) -> float:
+    done = test_accuracy(workdir)
+    if done is not None:
+        return done
+    cmd = [sys.executable, os.path.join(ROOT, "run.py"), "--config", f"{CONFIG}:{config_arg}",
+           "--workdir", workdir, "--config.train.progress_bar=False", *flags]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return test_accuracy(workdir)
+
+
+def cell(values: list[float]) -> str:
+    values = 100 * np.asarray(values)
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("pretrain", help="the pretraining workdir to start from (init_from)")
+    p.add_argument("--out", default="runs/fewshot", help="where the runs' workdirs go")
+    p.add_argument("--shots", default="8,16,32,64", help="k examples per class, comma-separated")
+    p.add_argument("--seeds", type=int, default=5, help="subsets (and training seeds) per k")
+    p.add_argument("--steps", type=int, default=200, help="training steps per run")
+    p.add_argument("--eval-every", type=int, default=20, help="steps between dev evaluations")
+    p.add_argument("--batch-size", type=int, default=8, help="training batch size")
+    p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (no warm-up)")
+    p.add_argument("--extra", action="append", default=[],
+                   help="another run.py flag for every run, e.g. --extra=--config.data.max_seq_len=64")
+    args = p.parse_args(argv)
+    shots = [int(k) for k in args.shots.split(",")]
+    pretrain = os.path.abspath(args.pretrain)
+    common = [f"--config.init_from={pretrain}", *args.extra]
+    training = [f"--config.train.num_steps={args.steps}",
+                f"--config.train.eval_every={args.eval_every}",
+                f"--config.train.batch_size={args.batch_size}",
+                f"--config.train.learning_rate={args.lr}", "--config.train.warmup_steps=0"]
+
+    # Zero-shot: the pretrained masked-LM head alone (the small dev set of the first k, unused).
+    zero = run(os.path.join(args.out, "zero-shot"), "prompt",
+               [*common, "--config.train.epochs=0",
+                f"--config.tasks.sentiment.shots_per_class={shots[0]}"])
+    results = {}
+    for method, config_arg in (("head", "sentiment"), ("prompt", "prompt")):
+        for k in shots:
+            for seed in range(args.seeds):
+                workdir = os.path.join(args.out, f"{method}-k{k}-seed{seed}")
+                results.setdefault((method, k), []).append(run(workdir, config_arg, [
+                    *common, *training, f"--config.train.seed={seed}",
+                    f"--config.tasks.sentiment.shots_per_class={k}",
+                    f"--config.tasks.sentiment.subset_seed={seed}"]))
+
+    lines = ["| k per class | zero-shot (prompt) | head fine-tuning | prompt fine-tuning |",
+             "| --- | --- | --- | --- |",
+             f"| 0 | {cell([zero])} | – | – |"]
+    lines += [f"| {k} | – | {cell(results[('head', k)])} | {cell(results[('prompt', k)])} |"
+              for k in shots]
+    table = "\n".join(lines)
+    print(f"\nTest accuracy (%) on built-in sentiment, mean ± std over {args.seeds} seeds, "
+          f"from {args.pretrain}:\n\n{table}")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
