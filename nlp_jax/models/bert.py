@@ -186,18 +186,24 @@ def gelu(x: jax.Array) -> jax.Array:
     return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(0.7071067811865476, x.dtype)))
 
 
-def attention(q, k, v, mask, implementation=None):
+def attention(q, k, v, mask, implementation=None, *, heads_first_kv=False):
     """q, k, v: [batch, seq, heads, head_dim]; mask: [batch, 1, 1 or seq, seq] bool.
+
+    heads_first_kv: k and v are [batch, heads, keys, head_dim] already (a decoding cache, an
+    encoder's memory: stored in the layout the batched products read, so that a decoding step
+    does not transpose the whole cache again; always the einsum path).
 
     On CPU (or implementation='einsum'): explicit scores, float32 softmax and values einsums,
     cheaper there than jax.nn.dot_product_attention's grouped-query vmap. Elsewhere, or for
     'xla'/'cudnn', jax.nn.dot_product_attention (fused kernels on GPU)."""
-    if implementation not in (None, "einsum") or (implementation is None
-                                                  and jax.default_backend() != "cpu"):
+    if not heads_first_kv and (implementation not in (None, "einsum") or (
+            implementation is None and jax.default_backend() != "cpu")):
         return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
     # Heads first, so each batched product reads contiguous [seq, head_dim] blocks rather than
     # strided ones from the projection's [batch, seq, heads] layout (see docs/performance.md).
-    q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
+    q = q.transpose(0, 2, 1, 3)
+    if not heads_first_kv:
+        k, v = (x.transpose(0, 2, 1, 3) for x in (k, v))
     scores = jnp.einsum("bntd,bnsd->bnts", q, k).astype(jnp.float32) * (q.shape[-1] ** -0.5)
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
@@ -263,26 +269,27 @@ class CrossAttention(nnx.Module):
         self.layer_norm = _layer_norm(cfg, rngs)
 
     def memory(self, encoded: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """The encoder output's keys and values, each [batch, source, heads, head_dim]: computed
-        once per source, then read at every decoding step."""
+        """The encoder output's keys and values, each [batch, heads, source, head_dim] (heads
+        first: see `attention`): computed once per source, then read at every decoding step."""
         k, v = jnp.unstack(self.key_value(encoded), axis=2)
-        return k, v
+        return k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
     def __call__(self, x, memory, mask, dropout_rng=None):
         """x: [batch, seq, hidden]; memory: `memory(encoded)`; mask: [batch, 1, 1, source]."""
-        attn = attention(self.query(x), *memory, mask, self.cfg.attention_impl)
+        attn = attention(self.query(x), *memory, mask, heads_first_kv=True)
         return self.layer_norm(x + dropout(self.output(attn), self.cfg.dropout_rate, dropout_rng))
 
 
 def write_cache(cache: dict, k: jax.Array, v: jax.Array):
     """Writes keys and values [batch, seq, heads, head_dim] into a decoding cache at its index;
     returns (all cached keys, all cached values, the advanced cache). The cache is a fixed-size
-    {"key", "value": [batch, max_len, heads, head_dim], "index": int32[]}, so every decoding
-    step has the same shapes (one compiled step)."""
+    {"key", "value": [batch, heads, max_len, head_dim], "index": int32[]}, so every decoding
+    step has the same shapes (one compiled step), heads first as `attention` reads them."""
     i = cache["index"]
-    key = jax.lax.dynamic_update_slice_in_dim(cache["key"], k.astype(cache["key"].dtype), i, 1)
-    value = jax.lax.dynamic_update_slice_in_dim(cache["value"], v.astype(cache["value"].dtype), i, 1)
-    return key, value, {"key": key, "value": value, "index": i + k.shape[1]}
+    k, v = (x.transpose(0, 2, 1, 3).astype(cache["key"].dtype) for x in (k, v))
+    key = jax.lax.dynamic_update_slice_in_dim(cache["key"], k, i, 2)
+    value = jax.lax.dynamic_update_slice_in_dim(cache["value"], v, i, 2)
+    return key, value, {"key": key, "value": value, "index": i + k.shape[2]}
 
 
 class Layer(nnx.Module):
@@ -341,9 +348,10 @@ class Layer(nnx.Module):
     def _attend(self, q, k, v, mask, positions, cache):
         if self.cfg.position_embedding == "rotary":
             q, k = rotary(q, positions), rotary(k, positions)
-        if cache is not None:
-            k, v, cache = write_cache(cache, k, v)
-        return attention(q, k, v, mask, self.cfg.attention_impl), cache
+        if cache is None:
+            return attention(q, k, v, mask, self.cfg.attention_impl), None
+        k, v, cache = write_cache(cache, k, v)
+        return attention(q, k, v, mask, heads_first_kv=True), cache
 
     def _cross(self, x, memory, dropout_rng):
         if self.cross_attention is None:

@@ -100,7 +100,7 @@ class Decoder(nnx.Module):
     def init_cache(self, batch: int, max_len: int) -> list[dict]:
         """An empty key/value cache of max_len slots per layer (see bert.write_cache)."""
         n = self.cfg.num_heads
-        shape = (batch, max_len, n, self.cfg.hidden_size // n)
+        shape = (batch, n, max_len, self.cfg.hidden_size // n)
         return [{"key": jnp.zeros(shape, self.cfg.dtype), "value": jnp.zeros(shape, self.cfg.dtype),
                  "index": jnp.int32(0)} for _ in self.layers]
 
