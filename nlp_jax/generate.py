@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import ml_collections
 from flax import nnx
@@ -21,14 +20,10 @@ from flax import nnx
 from nlp_jax.data.tokenizer import Tokenizer
 from nlp_jax.models.bert import BertConfig
 from nlp_jax.models.decoder import Decoder, Seq2Seq
+from nlp_jax.predict import read_input_lines, read_json
 from nlp_jax.train.checkpoint import Checkpointer, on_one_device
 from nlp_jax.train.pretrained import bert_config, load_tokenizer
 from nlp_jax.train.recipes.seq2seq import check_generate, generate_texts, generation_settings
-
-
-def _read(workdir: str, name: str) -> dict:
-    with open(os.path.join(workdir, name)) as f:
-        return json.load(f)
 
 
 def load_generator(workdir: str):
@@ -37,7 +32,7 @@ def load_generator(workdir: str):
     if not os.path.exists(os.path.join(workdir, "config.json")):
         raise FileNotFoundError(f"--workdir {workdir} holds no run (no config.json); give the "
                                 "workdir of a language-model or seq2seq run")
-    config = ml_collections.ConfigDict(_read(workdir, "config.json"))
+    config = ml_collections.ConfigDict(read_json(workdir, "config.json"))
     recipe = config.get("recipe", "")
     if recipe not in ("lm", "seq2seq"):
         raise ValueError(f"{workdir} is a {recipe or 'pretrain'} workdir; --mode generate needs "
@@ -48,8 +43,8 @@ def load_generator(workdir: str):
     else:
         tokenizer = Tokenizer.load(config.data.tokenizer_path or os.path.join(workdir, "tokenizer"))
     if recipe == "seq2seq":
-        model = lambda: Seq2Seq(BertConfig(**_read(workdir, "encoder.json")), nnx.Rngs(0))
-        directory, info = "best", _read(workdir, "seq2seq.json")
+        model = lambda: Seq2Seq(BertConfig(**read_json(workdir, "encoder.json")), nnx.Rngs(0))
+        directory, info = "best", read_json(workdir, "seq2seq.json")
     else:
         cfg = bert_config(config.model, tokenizer.vocab_size)
         model, directory, info = (lambda: Decoder(cfg, nnx.Rngs(0))), "checkpoints", {}
@@ -89,14 +84,7 @@ def generate_lines(workdir: str, lines: list[str], generate_config) -> list[str]
 
 def generate_main(config, workdir: str, input_path: str | None) -> None:
     """run.py --mode generate: reads `input_path` (or stdin), prints one JSON line per line."""
-    if input_path in (None, "", "-"):
-        lines = sys.stdin.readlines()
-    else:
-        if not os.path.isfile(input_path):
-            raise FileNotFoundError(f"--input {input_path} does not exist; give a text file, one "
-                                    "prompt or source a line")
-        with open(input_path, encoding="utf-8") as f:
-            lines = f.readlines()
+    lines = read_input_lines(input_path, "one prompt or source a line")
     if "generate" not in config:
         raise ValueError("--mode generate needs a config with a generate block: "
                          "configs/pretrain_lm.py or configs/finetune_seq2seq.py")

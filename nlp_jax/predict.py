@@ -42,9 +42,19 @@ from nlp_jax.train.step import model_inputs
 from nlp_jax.train.writer import write_json
 
 
-def _read(workdir: str, name: str) -> dict:
+def read_json(workdir: str, name: str) -> dict:
     with open(os.path.join(workdir, name)) as f:
         return json.load(f)
+
+
+def read_input_lines(input_path: str | None, what: str) -> list[str]:
+    """The lines of --input (stdin for none or '-'); `what` says what a line holds."""
+    if input_path in (None, "", "-"):
+        return sys.stdin.readlines()
+    if not os.path.isfile(input_path):
+        raise FileNotFoundError(f"--input {input_path} does not exist; give a text file, {what}")
+    with open(input_path, encoding="utf-8") as f:
+        return f.readlines()
 
 
 def load_finetuned(workdir: str):
@@ -63,10 +73,10 @@ def load_finetuned(workdir: str):
         best.close()
         raise FileNotFoundError(f"{workdir} has no trained model (no best/ checkpoint); train "
                                 "first")
-    task_info = _read(workdir, "tasks.json")
+    task_info = read_json(workdir, "tasks.json")
     tokenizer = load_tokenizer(os.path.join(workdir, "tokenizer"))
     heads = head_specs(task_info, task_prompts(task_info, tokenizer))
-    cfg = BertConfig(**_read(workdir, "encoder.json"))
+    cfg = BertConfig(**read_json(workdir, "encoder.json"))
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: BertForTasks(cfg, heads, nnx.Rngs(0))))
     abstract = on_one_device(nnx.to_pure_dict(abstract))
     base, from_base = _peft_base(workdir, abstract, cfg.num_layers)
@@ -79,13 +89,13 @@ def load_finetuned(workdir: str):
     if from_base is not None:   # the rest is the base's, read again from init_from
         params = overlay({**abstract, "bert": overlay(abstract["bert"], base)}, params)
     return (nnx.merge(graphdef, params), tokenizer, task_info,
-            _read(workdir, "config.json")["data"])
+            read_json(workdir, "config.json")["data"])
 
 
 def _peft_base(workdir: str, abstract: dict, num_layers: int):
     """(the base encoder's params, which parameters best/ leaves to it) of a workdir fine-tuned
     with a PEFT method from init_from, else (None, None); see `Finetune.from_base`."""
-    config = ml_collections.ConfigDict(_read(workdir, "config.json"))
+    config = ml_collections.ConfigDict(read_json(workdir, "config.json"))
     method = (config.get("peft") or {}).get("method", "none")
     if method == "none" or not config.get("init_from"):
         return None, None
@@ -118,7 +128,7 @@ def export_main(workdir: str, output: str | None) -> str:
     plain = dataclasses.replace(cfg, lora_rank=0, adalora_rank=0, lora_targets=(),
                                 lora_dropout=0.0)
     best = Checkpointer(os.path.join(workdir, "best"), read_only=True)
-    step, config = best.latest_step(), _read(workdir, "config.json")
+    step, config = best.latest_step(), read_json(workdir, "config.json")
     best.close()
     tmp = output.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -202,7 +212,7 @@ def predict_lines(workdir: str, lines: Iterable[str], *, batch_size: int = 32,
 
 def predict_clue(workdir: str, test_file: str, *, batch_size: int = 32) -> str:
     """CLUE's test.json -> the leaderboard's submission file in `workdir` (returns its path)."""
-    info = next(iter(_read(workdir, "tasks.json").values()))
+    info = next(iter(read_json(workdir, "tasks.json").values()))
     name = info["clue"]
     ids, examples = zip(*clue.read_unlabeled(name, test_file))
     # Placeholder labels: the encoders need one, the predictions do not read it.
@@ -218,25 +228,17 @@ def predict_clue(workdir: str, test_file: str, *, batch_size: int = 32) -> str:
 def _task_kind(workdir: str, task: str | None) -> str:
     if not os.path.exists(os.path.join(workdir, "tasks.json")):
         load_finetuned(workdir)   # says what the directory is instead
-    info = _read(workdir, "tasks.json")
+    info = read_json(workdir, "tasks.json")
     return info.get(task or next(iter(info)), {}).get("kind", "")
 
 
 def predict_main(workdir: str, input_path: str | None) -> None:
     """run.py --mode predict: reads `input_path` (or stdin), prints JSON lines; a CLUE task's
     workdir with CLUE's test.json writes the submission file instead."""
-    if input_path in (None, "", "-"):
-        lines = sys.stdin.readlines()
-    else:
-        if not os.path.isfile(input_path):
-            raise FileNotFoundError(f"--input {input_path} does not exist; give a text file, one "
-                                    "input a line")
-        tasks = os.path.join(workdir, "tasks.json")
-        if os.path.exists(tasks) and "clue" in next(iter(_read(workdir, "tasks.json").values())):
-            path = predict_clue(workdir, input_path)
-            print(f"wrote {path}")
-            return
-        with open(input_path, encoding="utf-8") as f:
-            lines = f.readlines()
-    for row in predict_lines(workdir, lines):
+    tasks = os.path.join(workdir, "tasks.json")
+    if input_path not in (None, "", "-") and os.path.isfile(input_path) and os.path.exists(tasks) \
+            and "clue" in next(iter(read_json(workdir, "tasks.json").values())):
+        print(f"wrote {predict_clue(workdir, input_path)}")
+        return
+    for row in predict_lines(workdir, read_input_lines(input_path, "one input a line")):
         print(json.dumps(row, ensure_ascii=False))

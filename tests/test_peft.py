@@ -99,6 +99,8 @@ def test_training_moves_only_the_methods_parameters_and_keeps_optimizer_state_fo
     with open(tmp_path / "metrics.jsonl") as f:
         first = __import__("json").loads(f.readline())
     assert first["params"] == n_all and first["trainable_params"] == n_trainable
+    assert first["opt_state_bytes"] == sum(np.asarray(x).nbytes
+                                           for x in jax.tree.leaves(final["opt_state"]))
     # The checkpoints hold what the base does not give, here the trained part alone; resuming and
     # predicting read the base again from init_from.
     for directory in ("checkpoints", "best"):

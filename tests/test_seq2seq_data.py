@@ -113,8 +113,8 @@ def test_tfds_tasks_through_mock_data(name, cfg, source_key, target_key):
         task = seq2seq.load_seq2seq_task(name, cfg)
         record = tfds.data_source(name, split="train")[0]
     assert all(len(task[s]) >= 1 for s in ("train", "dev", "test"))
-    assert task["train"][0]["source"] == seq2seq._decode(record[source_key])
-    assert task["train"][0]["target"] == seq2seq._decode(record[target_key])
+    assert task["train"][0]["source"] == seq2seq.decode_feature(record[source_key])
+    assert task["train"][0]["target"] == seq2seq.decode_feature(record[target_key])
 
 
 def test_bleu_and_rouge_rows_equal_the_libraries_on_mock_data():

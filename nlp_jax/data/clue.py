@@ -1,7 +1,7 @@
 """CLUE (Chinese Language Understanding Evaluation) tasks from CLUE's own downloaded files.
 
 `load_clue(name, data_dir, seed)` reads the unzipped `<name>_public` folder of one task:
-  "train"  train.json minus a seeded 5% (`sources._seeded_holdout`), for training
+  "train"  train.json minus a seeded 5% (`sources.seeded_holdout`), for training
   "dev"    that 5%, for model selection
   "test"   CLUE's dev.json: CLUE's test.json has no labels, so CLUE's dev metric (`METRIC`) is
            reported on dev.json, as the CLUE paper and leaderboard baselines do.
@@ -48,8 +48,8 @@ from nlp_jax.data.sources import (
     _json_records,
     _ner_label_order,
     _require_examples,
-    _seeded_holdout,
     read_squad_json,
+    seeded_holdout,
 )
 
 _log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ def load_clue(name: str, data_dir: str, seed: int) -> TaskData:
     train, test = read(train_path), read(test_path)
     _require_examples(train_path, "train", train, f"give CLUE's {name} train file")
     _require_examples(test_path, "test", test, f"give CLUE's {name} dev.json")
-    train, dev = _seeded_holdout(train, _HOLDOUT_FRACTION, seed)
+    train, dev = seeded_holdout(train, _HOLDOUT_FRACTION, seed)
     _require_examples(train_path, "dev", dev, "one training example is too few to hold out a "
                       "dev split; give CLUE's full train file")
     return TaskData(name, kind, tuple(label_names), {"train": train, "dev": dev, "test": test})

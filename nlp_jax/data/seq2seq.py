@@ -43,7 +43,8 @@ import re
 
 import numpy as np
 
-from nlp_jax.data import corpora
+from nlp_jax.data import corpora, sources
+from nlp_jax.data.sources import cfg_get, decode_feature
 
 _log = logging.getLogger(__name__)
 
@@ -52,21 +53,6 @@ BUILTIN_TASKS = ("pinyin", "headline")
 # task.source_key / target_key override any).
 _TFDS_DEV_FRACTION, _TFDS_MAX_DEV = 0.05, 2000
 _FILES_DEV_FRACTION = 0.10
-
-
-def _cfg(cfg, key: str, default):
-    if cfg is None:
-        return default
-    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return default if value is None else value
-
-
-def _seeded_holdout(items: list, n_out: int, seed: int) -> tuple[list, list]:
-    """(rest, held out) with n_out items (at least 1, at most n - 1) held out; both keep order."""
-    n_out = min(len(items) - 1, max(1, n_out))
-    out = np.zeros(len(items), bool)
-    out[np.random.default_rng(seed).permutation(len(items))[:n_out]] = True
-    return [x for x, o in zip(items, out) if not o], [x for x, o in zip(items, out) if o]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,9 +161,9 @@ def _tfds_builder(name: str):
 
 def _tfds_keys(name: str, builder, cfg_task) -> tuple[str, str]:
     supervised = tuple(builder.info.supervised_keys or ("", ""))
-    source = str(_cfg(cfg_task, "source_key", "") or _cfg(cfg_task, "source_lang", "")
+    source = str(cfg_get(cfg_task, "source_key", "") or cfg_get(cfg_task, "source_lang", "")
                  or supervised[0])
-    target = str(_cfg(cfg_task, "target_key", "") or _cfg(cfg_task, "target_lang", "")
+    target = str(cfg_get(cfg_task, "target_key", "") or cfg_get(cfg_task, "target_lang", "")
                  or supervised[1])
     features = list(builder.info.features.keys())
     for role, key in (("source", source), ("target", target)):
@@ -187,30 +173,17 @@ def _tfds_keys(name: str, builder, cfg_task) -> tuple[str, str]:
     return source, target
 
 
-def _decode(value) -> str:
-    if isinstance(value, np.ndarray):
-        value = value.item()
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
 def _tfds_read(name: str, split: str, source_key: str, target_key: str, limit: int) -> list[dict]:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    try:
-        data = tfds.data_source(name, split=split)
-    except Exception as e:  # pylint: disable=broad-except
-        raise ValueError(
-            f"TFDS could not provide {name!r} split {split!r} ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); prepare it once where there is network "
-            f"(`tfds build {name}`) and set TFDS_DATA_DIR to that copy") from None
+    data = sources.tfds_source(name, split)
     n = len(data) if limit <= 0 else min(limit, len(data))
-    return [{"source": _decode(r[source_key]), "target": _decode(r[target_key])}
+    return [{"source": decode_feature(r[source_key]), "target": decode_feature(r[target_key])}
             for r in (data[i] for i in range(n))]
 
 
 def _tfds_task(name: str, cfg_task, seed: int) -> dict[str, list[dict]]:
     builder = _tfds_builder(name)
     source_key, target_key = _tfds_keys(name, builder, cfg_task)
-    limit = int(_cfg(cfg_task, "max_examples", 0))
+    limit = int(cfg_get(cfg_task, "max_examples", 0))
     available = set(builder.info.splits.keys()) if builder.info.splits else set()
     # Under tfds.testing.mock_data, or before preparation, the split list can be empty: assume
     # the usual three.
@@ -222,8 +195,7 @@ def _tfds_task(name: str, cfg_task, seed: int) -> dict[str, list[dict]]:
     if {"validation", "test"} <= available:
         return {"train": read("train"), "dev": read("validation"), "test": read("test")}
     train = read("train")
-    n_dev = min(_TFDS_MAX_DEV, round(_TFDS_DEV_FRACTION * len(train)))
-    train, dev = _seeded_holdout(train, n_dev, seed)
+    train, dev = sources.seeded_holdout(train, _TFDS_DEV_FRACTION, seed, max_out=_TFDS_MAX_DEV)
     return {"train": train, "dev": dev, "test": read("validation")}
 
 
@@ -267,7 +239,7 @@ def _read_file(path: str, fmt: str) -> list[dict]:
 def _files_task(cfg_task, seed: int) -> dict[str, list[dict]]:
     paths = {}
     for split in ("train", "dev", "test"):
-        path = str(_cfg(cfg_task, f"{split}_file", ""))
+        path = str(cfg_get(cfg_task, f"{split}_file", ""))
         if path:
             path = os.path.expanduser(path)
             if not os.path.isfile(path):
@@ -276,7 +248,7 @@ def _files_task(cfg_task, seed: int) -> dict[str, list[dict]]:
     if "train" not in paths:
         raise ValueError("the seq2seq task 'files' needs task.train_file (TSV source<TAB>target, or "
                          "JSONL {\"source\", \"target\"})")
-    fmt = str(_cfg(cfg_task, "file_format", ""))
+    fmt = str(cfg_get(cfg_task, "file_format", ""))
     splits = {}
     for split, path in paths.items():
         f = fmt or ("jsonl" if path.endswith((".jsonl", ".json")) else "tsv")
@@ -288,8 +260,8 @@ def _files_task(cfg_task, seed: int) -> dict[str, list[dict]]:
         if len(splits["train"]) < 2:
             raise ValueError(f"{paths['train']}: one example is too few to hold out a dev split; "
                              "give task.dev_file or more examples")
-        n_dev = round(_FILES_DEV_FRACTION * len(splits["train"]))
-        splits["train"], splits["dev"] = _seeded_holdout(splits["train"], n_dev, seed)
+        splits["train"], splits["dev"] = sources.seeded_holdout(splits["train"],
+                                                                _FILES_DEV_FRACTION, seed)
         _log.info("No task.dev_file: dev is a seeded 10%% of train (%d examples)",
                   len(splits["dev"]))
     if "test" not in splits:
@@ -309,17 +281,17 @@ def load_seq2seq_task(name: str, cfg_task=None, split_seed: int = corpora.TASK_S
     target_key (TFDS), max_examples (> 0: the first that many of each split), train_file /
     dev_file / test_file / file_format (files). Every split has at least one example."""
     if name == "pinyin":
-        splits = pinyin_splits(split_seed, int(_cfg(cfg_task, "max_source_chars", 0) or 64),
-                               int(_cfg(cfg_task, "max_examples", 0)))
+        splits = pinyin_splits(split_seed, int(cfg_get(cfg_task, "max_source_chars", 0) or 64),
+                               int(cfg_get(cfg_task, "max_examples", 0)))
     elif name == "headline":
-        splits = headline_splits(split_seed, int(_cfg(cfg_task, "max_source_chars", 0) or 400))
+        splits = headline_splits(split_seed, int(cfg_get(cfg_task, "max_source_chars", 0) or 400))
     elif name == "files":
         splits = _files_task(cfg_task, split_seed)
     elif not name:
         raise ValueError("no seq2seq task name; use 'pinyin', 'headline', 'files' or a TFDS name")
     else:
         splits = _tfds_task(name, cfg_task, split_seed)
-    max_examples = int(_cfg(cfg_task, "max_examples", 0))
+    max_examples = int(cfg_get(cfg_task, "max_examples", 0))
     if max_examples > 0:
         splits = {k: v[:max_examples] for k, v in splits.items()}
     for split, examples in splits.items():

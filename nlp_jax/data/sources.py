@@ -80,14 +80,20 @@ class TaskData:
         return len(self.label_names)
 
 
-def _cfg(cfg, key: str, default):
+def cfg_get(cfg, key: str, default):
+    """cfg[key] of a ConfigDict, dict or object (None too), else `default`."""
+    if cfg is None:
+        return default
     value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
     return default if value is None else value
 
 
-def _seeded_holdout(items: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(rest, held out) with round(fraction * n) >= 1 items held out; both keep their order."""
-    n_out = min(len(items) - 1, max(1, round(fraction * len(items))))
+def seeded_holdout(items: list, fraction: float, seed: int, *,
+                   max_out: int | None = None) -> tuple[list, list]:
+    """(rest, held out): round(fraction * n) items (at least 1, at most max_out and n - 1) held
+    out, drawn by `seed`; both keep their order."""
+    n_out = round(fraction * len(items))
+    n_out = min(len(items) - 1, max(1, n_out if max_out is None else min(max_out, n_out)))
     out = np.zeros(len(items), bool)
     out[np.random.default_rng(seed).permutation(len(items))[:n_out]] = True
     return [x for x, o in zip(items, out) if not o], [x for x, o in zip(items, out) if o]
@@ -127,15 +133,15 @@ def _builtin_task(name: str, seed: int) -> TaskData:
 def _tfds_task(cfg_task, seed: int) -> TaskData:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow, optional)
 
-    name = str(_cfg(cfg_task, "tfds_name", ""))
+    name = str(cfg_get(cfg_task, "tfds_name", ""))
     if not name:
         raise ValueError("task.source='tfds' needs task.tfds_name, e.g. 'glue/sst2'")
     if name.split("/")[0] == "squad":
         return _tfds_squad(name, seed)
     default_keys = TFDS_KEYS.get(name, ("text", "", "label"))
-    text_key = _cfg(cfg_task, "text_key", "") or default_keys[0]
-    text_b_key = _cfg(cfg_task, "text_b_key", "") or default_keys[1]
-    label_key = _cfg(cfg_task, "label_key", "") or default_keys[2]
+    text_key = cfg_get(cfg_task, "text_key", "") or default_keys[0]
+    text_b_key = cfg_get(cfg_task, "text_b_key", "") or default_keys[1]
+    label_key = cfg_get(cfg_task, "label_key", "") or default_keys[2]
     try:
         builder = tfds.builder(name)
     except Exception:  # pylint: disable=broad-except
@@ -154,7 +160,7 @@ def _tfds_task(cfg_task, seed: int) -> TaskData:
     names = ("score",) if regression else tuple(getattr(feature, "names", None) or ())
 
     def read(split: str) -> list[dict]:
-        source = _tfds_read(name, split)
+        source = tfds_source(name, split)
         examples = []
         for i in range(len(source)):
             record = source[i]
@@ -164,14 +170,14 @@ def _tfds_task(cfg_task, seed: int) -> TaskData:
                         f"TFDS {name!r} records have no {key!r}; set task.text_key/text_b_key/"
                         f"label_key to some of {sorted(record)}"
                     )
-            text_b = _decode(record[text_b_key]) if text_b_key else None
+            text_b = decode_feature(record[text_b_key]) if text_b_key else None
             examples.append(
-                {"text": _decode(record[text_key]), "text_b": text_b,
+                {"text": decode_feature(record[text_key]), "text_b": text_b,
                  "label": (float if regression else int)(record[label_key])}
             )
         return examples
 
-    train, dev = _seeded_holdout(read("train"), _TFDS_DEV_FRACTION, seed)
+    train, dev = seeded_holdout(read("train"), _TFDS_DEV_FRACTION, seed)
     evaluation = _TFDS_EVAL_SPLITS.get(name, {"test": "validation" if name.startswith("glue/")
                                               else "test"})
     splits = {"train": train, "dev": dev, **{ours: read(theirs) for ours, theirs in evaluation.items()}}
@@ -190,7 +196,8 @@ def _tfds_task(cfg_task, seed: int) -> TaskData:
     return TaskData(name, CLASSIFICATION, names, splits)
 
 
-def _tfds_read(name: str, split: str):
+def tfds_source(name: str, split: str):
+    """tfds.data_source(name, split), or one line saying how to get the data where it is missing."""
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow, optional)
     try:
         return tfds.data_source(name, split=split)
@@ -206,22 +213,23 @@ def _tfds_read(name: str, split: str):
 def _tfds_squad(name: str, seed: int) -> TaskData:
     """SQuAD 1.1 ("squad") or 2.0 ("squad/v2.0"): train minus 5% / that 5% / "validation"."""
     def read(split: str) -> list[dict]:
-        examples, source = [], _tfds_read(name, split)
+        examples, source = [], tfds_source(name, split)
         for record in (source[i] for i in range(len(source))):
-            context = _decode(record["context"])
+            context = decode_feature(record["context"])
             answers = [] if record.get("is_impossible") else [
-                {"text": _decode(t), "start": _squad_answer(context, _decode(t), int(s))}
+                {"text": decode_feature(t), "start": _squad_answer(context, decode_feature(t), int(s))}
                 for t, s in zip(record["answers"]["text"], record["answers"]["answer_start"])]
-            examples.append({"id": _decode(record["id"]), "question": _decode(record["question"]),
+            examples.append({"id": decode_feature(record["id"]), "question": decode_feature(record["question"]),
                              "context": context, "answers": answers})
         return examples
 
-    train, dev = _seeded_holdout(read("train"), _TFDS_DEV_FRACTION, seed)
+    train, dev = seeded_holdout(read("train"), _TFDS_DEV_FRACTION, seed)
     return TaskData(name, QUESTION_ANSWERING, (), {"train": train, "dev": dev,
                                                    "test": read("validation")})
 
 
-def _decode(value) -> str:
+def decode_feature(value) -> str:
+    """A TFDS text feature (bytes, a 0-d array or str) as str."""
     if isinstance(value, np.ndarray):
         value = value.item()
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
@@ -430,13 +438,13 @@ def _ner_label_order(tag: str) -> tuple:
 
 
 def _files_task(cfg_task, seed: int) -> TaskData:
-    fmt = str(_cfg(cfg_task, "file_format", "tsv"))
+    fmt = str(cfg_get(cfg_task, "file_format", "tsv"))
     if fmt not in ("tsv", "jsonl", "conll", "squad"):
         raise ValueError(f"task.file_format={fmt!r} is unknown; use 'tsv', 'jsonl', 'conll' or "
                          "'squad'")
     paths = {}
     for split in ("train", "dev", "test"):
-        path = str(_cfg(cfg_task, f"{split}_file", ""))
+        path = str(cfg_get(cfg_task, f"{split}_file", ""))
         if path:
             path = os.path.expanduser(path)
             if not os.path.isfile(path):
@@ -465,7 +473,7 @@ def _files_task(cfg_task, seed: int) -> TaskData:
         _require_examples(paths[split], split, rows,
                           f"point task.{split}_file at a non-empty file{unset[split]}")
 
-    label_names = tuple(str(x) for x in _cfg(cfg_task, "label_names", ()))
+    label_names = tuple(str(x) for x in cfg_get(cfg_task, "label_names", ()))
     configured = bool(label_names)
     if not configured:
         if token_level:
@@ -507,7 +515,7 @@ def _files_task(cfg_task, seed: int) -> TaskData:
                 for lineno, text, text_b, label in rows
             ]
     if "dev" not in splits:
-        splits["train"], splits["dev"] = _seeded_holdout(splits["train"], _FILES_DEV_FRACTION, seed)
+        splits["train"], splits["dev"] = seeded_holdout(splits["train"], _FILES_DEV_FRACTION, seed)
         _require_examples(paths["train"], "dev", splits["dev"],
                           "one training example is too few to hold out a dev split; give "
                           "task.dev_file or more training examples")
@@ -518,7 +526,7 @@ def _files_task(cfg_task, seed: int) -> TaskData:
         splits["test"] = splits["dev"]
         _log.info("No task.test_file: test results are on the dev split")
     kind = TOKEN_CLASSIFICATION if token_level else RELATION if relation else CLASSIFICATION
-    return TaskData(str(_cfg(cfg_task, "name", "files")) or "files", kind, label_names, splits)
+    return TaskData(str(cfg_get(cfg_task, "name", "files")) or "files", kind, label_names, splits)
 
 
 def _squad_files_task(cfg_task, paths: dict, seed: int) -> TaskData:
@@ -526,9 +534,9 @@ def _squad_files_task(cfg_task, paths: dict, seed: int) -> TaskData:
     for split, examples in splits.items():
         _require_examples(paths[split], split, examples, "give a file with questions")
     if "dev" not in splits:
-        splits["train"], splits["dev"] = _seeded_holdout(splits["train"], _FILES_DEV_FRACTION, seed)
+        splits["train"], splits["dev"] = seeded_holdout(splits["train"], _FILES_DEV_FRACTION, seed)
     splits.setdefault("test", splits["dev"])
-    return TaskData(str(_cfg(cfg_task, "name", "files")) or "files", QUESTION_ANSWERING, (), splits)
+    return TaskData(str(cfg_get(cfg_task, "name", "files")) or "files", QUESTION_ANSWERING, (), splits)
 
 
 def few_shot(task: TaskData, k: int, seed: int) -> TaskData:
@@ -569,35 +577,35 @@ def load_task(cfg_task) -> TaskData:
     `subset_seed`) and every dev/test example (learning curves); `shots_per_class = k > 0` is the
     few-shot protocol instead (`few_shot`): k training and k dev examples per class.
     """
-    source = str(_cfg(cfg_task, "source", "builtin"))
-    seed = int(_cfg(cfg_task, "split_seed", corpora.TASK_SPLIT_SEED))
+    source = str(cfg_get(cfg_task, "source", "builtin"))
+    seed = int(cfg_get(cfg_task, "split_seed", corpora.TASK_SPLIT_SEED))
     if source == "builtin":
-        task = _builtin_task(str(_cfg(cfg_task, "name", "")), seed)
+        task = _builtin_task(str(cfg_get(cfg_task, "name", "")), seed)
     elif source == "tfds":
         task = _tfds_task(cfg_task, seed)
     elif source == "files":
         task = _files_task(cfg_task, seed)
     elif source == "clue":
         from nlp_jax.data import clue  # pylint: disable=g-import-not-at-top  (clue imports us)
-        data_dir = str(_cfg(cfg_task, "data_dir", ""))
+        data_dir = str(cfg_get(cfg_task, "data_dir", ""))
         if not data_dir:
             raise ValueError("task.source='clue' needs the folder of CLUE's files: "
                              "--config.data_dir=DIR")
-        task = clue.load_clue(str(_cfg(cfg_task, "name", "")), data_dir, seed)
+        task = clue.load_clue(str(cfg_get(cfg_task, "name", "")), data_dir, seed)
     else:
         raise ValueError(f"task.source={source!r} is unknown; use 'builtin', 'tfds', 'files' or "
                          "'clue'")
     for split, examples in task.splits.items():  # files were checked file by file
         _require_examples(f"task {task.name!r} ({source})", split, examples,
                           "use a dataset whose train, dev and test splits all have examples")
-    max_examples = int(_cfg(cfg_task, "max_examples", 0))
+    max_examples = int(cfg_get(cfg_task, "max_examples", 0))
     if max_examples > 0:
         task = dataclasses.replace(
             task, splits={k: v[:max_examples] for k, v in task.splits.items()}
         )
-    train_examples = int(_cfg(cfg_task, "train_examples", 0))
-    shots = int(_cfg(cfg_task, "shots_per_class", 0))
-    subset_seed = int(_cfg(cfg_task, "subset_seed", 0))
+    train_examples = int(cfg_get(cfg_task, "train_examples", 0))
+    shots = int(cfg_get(cfg_task, "shots_per_class", 0))
+    subset_seed = int(cfg_get(cfg_task, "subset_seed", 0))
     if train_examples > 0 and shots > 0:
         raise ValueError(f"task {task.name!r}: train_examples={train_examples} and "
                          f"shots_per_class={shots} both pick the training subset; set one of them")

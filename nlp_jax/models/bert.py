@@ -275,8 +275,13 @@ class CrossAttention(nnx.Module):
         return k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
     def __call__(self, x, memory, mask, dropout_rng=None):
-        """x: [batch, seq, hidden]; memory: `memory(encoded)`; mask: [batch, 1, 1, source]."""
-        attn = attention(self.query(x), *memory, mask, heads_first_kv=True)
+        """x: [rows, seq, hidden]; memory: `memory(encoded)` of [batch, ...]; mask: [batch, 1, 1,
+        source]. rows may be a multiple g of batch: g consecutive rows share one example's
+        memory (beam search's beams), read once for all their queries instead of g times."""
+        q = self.query(x)                                          # [rows, seq, heads, head_dim]
+        batch = memory[0].shape[0]
+        attn = attention(q.reshape(batch, -1, *q.shape[2:]), *memory, mask, heads_first_kv=True)
+        attn = attn.reshape(q.shape)
         return self.layer_norm(x + dropout(self.output(attn), self.cfg.dropout_rate, dropout_rng))
 
 
@@ -457,6 +462,25 @@ def gather_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
 SENTENCE_TASKS = ("nsp", "sop", "both")
 
 
+def masked_lm_weights(cfg: BertConfig, rngs: nnx.Rngs, embedding_cfg: BertConfig | None = None):
+    """BERT's masked-LM head's own weights, (mlm_transform, mlm_layer_norm, mlm_bias): dense ->
+    GELU -> LayerNorm, then the word embeddings (tied; embedding_cfg's width, default cfg's) and
+    a bias. Models keep them as three top-level attributes of those names (checkpoint names)."""
+    embed = (embedding_cfg or cfg).hidden_size
+    transform = nnx.Linear(cfg.hidden_size, embed, dtype=cfg.dtype,
+                           kernel_init=_init(cfg, ("embed", "embed_out")),
+                           bias_init=_zeros(("embed_out",)), rngs=rngs)
+    return (transform, _layer_norm(embedding_cfg or cfg, rngs),
+            nnx.Param(jnp.zeros((cfg.vocab_size,)), out_sharding=("vocab",), eager_sharding=False))
+
+
+def masked_lm_logits(model, word_embeddings: nnx.Embed, x: jax.Array) -> jax.Array:
+    """The masked-LM head of `model` (see `masked_lm_weights`) on x [..., hidden] -> float32
+    logits [..., vocab]."""
+    h = model.mlm_layer_norm(gelu(model.mlm_transform(x)))
+    return word_embeddings.attend(h).astype(jnp.float32) + model.mlm_bias[...]
+
+
 class BertForPreTraining(nnx.Module):
     """BERT with the masked-LM head (tied to the word embeddings) and binary sentence heads on the
     pooled output: `next_sentence` (BERT's NSP) and/or `sentence_order` (ALBERT's SOP), as
@@ -471,12 +495,7 @@ class BertForPreTraining(nnx.Module):
                              f"{', '.join(SENTENCE_TASKS)}")
         self.cfg = cfg
         self.bert = BertEncoder(cfg, rngs)
-        self.mlm_transform = nnx.Linear(cfg.hidden_size, cfg.hidden_size, dtype=cfg.dtype,
-                                        kernel_init=_init(cfg, ("embed", "embed_out")),
-                                        bias_init=_zeros(("embed_out",)), rngs=rngs)
-        self.mlm_layer_norm = _layer_norm(cfg, rngs)
-        self.mlm_bias = nnx.Param(jnp.zeros((cfg.vocab_size,)), out_sharding=("vocab",),
-                                  eager_sharding=False)
+        self.mlm_transform, self.mlm_layer_norm, self.mlm_bias = masked_lm_weights(cfg, rngs)
         binary = functools.partial(nnx.Linear, cfg.hidden_size, 2, dtype=cfg.dtype,
                                    kernel_init=_init(cfg, ("embed", None)),
                                    bias_init=_zeros((None,)), rngs=rngs)
@@ -497,9 +516,7 @@ class BertForPreTraining(nnx.Module):
         x = out["sequence_output"]
         if masked_lm_positions is not None:
             x = gather_positions(x, masked_lm_positions)
-        h = self.mlm_layer_norm(gelu(self.mlm_transform(x)))
-        logits = self.bert.embeddings.word_embeddings.attend(h).astype(jnp.float32)
-        out["masked_lm_logits"] = logits + self.mlm_bias[...]
+        out["masked_lm_logits"] = masked_lm_logits(self, self.bert.embeddings.word_embeddings, x)
         for name, head in (("next_sentence", self.next_sentence),
                            ("sentence_order", self.sentence_order)):
             if head is not None:

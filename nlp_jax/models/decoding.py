@@ -132,8 +132,9 @@ def _positions(mask: jax.Array) -> jax.Array:
 
 class _CachedLM:
     """Prefill the prompt into a cache of prompt + new slots; then one token per call. The state
-    is the cache; the slot mask, positions and memory are per example (`repeat` copies them per
-    beam), so a beam reorder gathers the cache alone."""
+    is the cache; the slot mask and positions are per example (`repeat` copies them per beam),
+    so a beam reorder gathers the cache alone. A seq2seq memory stays one per example: the
+    beams of an example read it together (see bert.CrossAttention)."""
 
     def __init__(self, decoder, memory, prompt_ids, prompt_mask, new: int):
         self.decoder, self.memory, self.prompt_ids = decoder, memory, prompt_ids
@@ -152,8 +153,7 @@ class _CachedLM:
 
     def repeat(self, k: int):
         """Each example's constants k times in a row (after `prefill`, for k beams)."""
-        self.memory, self.slot_mask, self.real = _repeat_rows((self.memory, self.slot_mask,
-                                                               self.real), k)
+        self.slot_mask, self.real = _repeat_rows((self.slot_mask, self.real), k)
 
     def step(self, cache, token, i):
         """token [batch]: the i-th new token (0-based) -> logits [batch, vocab] of the next."""
@@ -181,7 +181,7 @@ class _UncachedLM:
         return self._logits_at(self.buffer, self.prompt_len - 1), self.buffer
 
     def repeat(self, k: int):
-        self.memory, self.mask = _repeat_rows((self.memory, self.mask), k)
+        self.mask = _repeat_rows(self.mask, k)
 
     def step(self, buffer, token, i):
         t = self.prompt_len + i

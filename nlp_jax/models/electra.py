@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nlp_jax.models.bert import (BertConfig, BertEncoder, Layer, _init, _layer_norm, _scan_remat,
-                                 _zeros, gather_positions, gelu)
+from nlp_jax.models.bert import (BertConfig, BertEncoder, Layer, _init, _scan_remat, _zeros,
+                                 gather_positions, gelu, masked_lm_logits, masked_lm_weights)
 
 # The key held-out evaluation samples replacements with (dropout_rng=None).
 EVAL_SAMPLE_SEED = 0
@@ -124,12 +124,8 @@ class Generator(nnx.Module):
             embed, width, dtype=cfg.dtype, kernel_init=_init(cfg, ("embed_out", "embed")),
             bias_init=_zeros(("embed",)), rngs=rngs)
         self.layers = nnx.List([Layer(cfg, rngs) for _ in range(cfg.num_layers)])
-        self.mlm_transform = nnx.Linear(width, embed, dtype=cfg.dtype,
-                                        kernel_init=_init(cfg, ("embed", "embed_out")),
-                                        bias_init=_zeros(("embed_out",)), rngs=rngs)
-        self.mlm_layer_norm = _layer_norm(embedding_cfg, rngs)
-        self.mlm_bias = nnx.Param(jnp.zeros((cfg.vocab_size,)), out_sharding=("vocab",),
-                                  eager_sharding=False)
+        self.mlm_transform, self.mlm_layer_norm, self.mlm_bias = masked_lm_weights(
+            cfg, rngs, embedding_cfg)
 
     def __call__(self, embedded, mask, masked_lm_positions, word_embeddings: nnx.Embed,
                  position_ids=None, dropout_rng=None):
@@ -144,8 +140,7 @@ class Generator(nnx.Module):
         else:
             for layer, key in zip(self.layers, keys):
                 x = layer(x, mask, key, position_ids)
-        h = self.mlm_layer_norm(gelu(self.mlm_transform(gather_positions(x, masked_lm_positions))))
-        return word_embeddings.attend(h).astype(jnp.float32) + self.mlm_bias[...]
+        return masked_lm_logits(self, word_embeddings, gather_positions(x, masked_lm_positions))
 
 
 class ElectraForPreTraining(nnx.Module):

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nlp_jax.models.bert import (BertConfig, BertEncoder, _init, _layer_norm, _zeros, dropout,
-                                 gather_positions, gelu)
+from nlp_jax.models.bert import (BertConfig, BertEncoder, _init, _zeros, dropout, gather_positions,
+                                 masked_lm_logits, masked_lm_weights)
 
 KINDS = ("classification", "regression", "relation", "token_classification",
          "question_answering")
@@ -114,23 +114,17 @@ class BertForTasks(nnx.Module):
         self.heads = nnx.Dict({name: PromptHead(*spec[1:]) if spec[0] == PROMPT else
                                TaskHead(cfg, *spec[:2], rngs, *spec[2:])
                                for name, spec in tasks.items()})
-        if any(spec[0] == PROMPT for spec in tasks.values()):   # created last: the other heads
-            self.mlm_transform = nnx.Linear(                     # draw what they always drew
-                cfg.hidden_size, cfg.hidden_size, dtype=cfg.dtype,
-                kernel_init=_init(cfg, ("embed", "embed_out")), bias_init=_zeros(("embed_out",)),
-                rngs=rngs)
-            self.mlm_layer_norm = _layer_norm(cfg, rngs)
-            self.mlm_bias = nnx.Param(jnp.zeros((cfg.vocab_size,)), out_sharding=("vocab",),
-                                      eager_sharding=False)
+        if any(spec[0] == PROMPT for spec in tasks.values()):
+            # Created last: the other heads draw what they always drew.
+            self.mlm_transform, self.mlm_layer_norm, self.mlm_bias = masked_lm_weights(cfg, rngs)
         else:
             self.mlm_transform = self.mlm_layer_norm = self.mlm_bias = None
 
     def masked_lm_log_probs(self, x: jax.Array) -> jax.Array:
         """BERT's masked-LM head: x [..., hidden] -> log-probabilities [..., vocab] (float32);
         dense -> GELU -> LayerNorm -> the word embeddings (tied) + bias, as BertForPreTraining."""
-        h = self.mlm_layer_norm(gelu(self.mlm_transform(x)))
-        logits = self.bert.embeddings.word_embeddings.attend(h).astype(jnp.float32)
-        return jax.nn.log_softmax(logits + self.mlm_bias[...], axis=-1)
+        logits = masked_lm_logits(self, self.bert.embeddings.word_embeddings, x)
+        return jax.nn.log_softmax(logits, axis=-1)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, position_ids=None,
                  cls_positions=None, entity_positions=None, mask_positions=None, *, task: str,

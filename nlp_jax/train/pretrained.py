@@ -172,6 +172,14 @@ def check_architecture(model_cfg, loaded: BertConfig, init_from: str) -> None:
                              f"{'size' if 'size' in source else key} empty")
 
 
+def check_positions(model_config, length: int, what: str) -> None:
+    """A learned position table bounds the input length; rotary positions have no table."""
+    table = model_config.max_position_embeddings
+    if model_config.position_embedding == "absolute" and length > table:
+        raise ValueError(f"{what}={length} exceeds the model's {table} positions "
+                         "(model.max_position_embeddings; a pretrained model's is fixed); shorten it")
+
+
 def check_init_from(config) -> None:
     """With config.init_from, the tokenizer and the architecture are the checkpoint's: a key that
     would set them otherwise is refused in one line."""

@@ -144,6 +144,8 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     n_trainable = sum(x.size for x, train in zip(jax.tree.leaves(state["params"]),
                                                  jax.tree.leaves(trains)) if train)
+    # The optimiser's memory, which parameter-efficient methods are for (frozen leaves have none).
+    opt_state_bytes = sum(x.nbytes for x in jax.tree.leaves(state["opt_state"]))
     log.info("%s: %.1fM parameters (%.2fM trained); %d step(s) per call; %d steps",
              type(recipe).__name__, n_params / 1e6, n_trainable / 1e6, k, t.num_steps)
 
@@ -220,7 +222,8 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
                     metrics = {m: v[-1] for m, v in metrics.items()}
                 metrics.update(window.rates())
                 if not logged:   # the first train row says how much of the model trains
-                    metrics.update(params=n_params, trainable_params=n_trainable)
+                    metrics.update(params=n_params, trainable_params=n_trainable,
+                                   opt_state_bytes=opt_state_bytes)
                     logged = True
                 row = writer.write(step, "train",
                                    {"task": name, **metrics} if several else metrics)

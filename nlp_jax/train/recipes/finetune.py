@@ -137,9 +137,7 @@ class Finetune(Recipe):
             self.model_config = pretrained.bert_config(config.model, tokenizer.vocab_size)
         self.model_config = _with_peft(self.model_config, config.get("peft"))
         cfg = self.model_config
-        if cfg.position_embedding == "absolute" and d.max_seq_len > cfg.max_position_embeddings:
-            raise ValueError(f"data.max_seq_len={d.max_seq_len} exceeds the encoder's "
-                             f"{cfg.max_position_embeddings} positions; shorten it")
+        pretrained.check_positions(cfg, d.max_seq_len, "data.max_seq_len")
         self.num_layers = cfg.num_layers
         # How each task's answers are read (tasks.json keeps it for --mode predict).
         self.info = {n: _task_info(task, config.tasks[n], self.crf[n])
@@ -215,12 +213,8 @@ class Finetune(Recipe):
         return frozen_from_base(params, trains, self.encoder.params)
 
     def write_files(self) -> None:
-        if jax.process_index() != 0:
-            return
-        _copy_tokenizer(self.tokenizer_files, os.path.join(self.workdir, "tokenizer"))
-        write_json(os.path.join(self.workdir, "encoder.json"),
-                    dataclasses.asdict(self.model_config))
-        write_json(os.path.join(self.workdir, "tasks.json"), self.info)
+        write_model_files(self.workdir, self.tokenizer_files, self.model_config,
+                          {"tasks.json": self.info})
 
     def evaluate(self, split, params, steps) -> Evaluation:
         results, rows, predictions = {}, [], {}
@@ -491,6 +485,17 @@ def _check_shapes(loaded: dict, expected: dict, source: str) -> None:
         if tuple(want.shape) != tuple(np.shape(x)):
             raise ValueError(f"{source}: {name} has shape {tuple(np.shape(x))} but the model "
                              f"expects {tuple(want.shape)}; the checkpoint does not fit the config")
+
+
+def write_model_files(workdir: str, tokenizer_files: dict, model_config, info: dict) -> None:
+    """What --mode predict / generate and init_from read beside the checkpoints: the tokenizer,
+    encoder.json (the model's shape) and the recipe's own JSON files (name -> content)."""
+    if jax.process_index() != 0:
+        return
+    _copy_tokenizer(tokenizer_files, os.path.join(workdir, "tokenizer"))
+    write_json(os.path.join(workdir, "encoder.json"), dataclasses.asdict(model_config))
+    for name, content in info.items():
+        write_json(os.path.join(workdir, name), content)
 
 
 def _copy_tokenizer(files: dict, target: str) -> None:

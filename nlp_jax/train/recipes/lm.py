@@ -18,7 +18,7 @@ from nlp_jax import losses, parallel
 from nlp_jax.data import corpora
 from nlp_jax.data import lm as lm_data
 from nlp_jax.models.decoder import Decoder
-from nlp_jax.train.pretrained import bert_config
+from nlp_jax.train.pretrained import bert_config, check_positions
 from nlp_jax.train.recipes import Evaluation, Recipe, Stream, register
 
 log = logging.getLogger("nlp_jax")
@@ -45,10 +45,7 @@ class LanguageModel(Recipe):
         corpora.check_corpus_config(d)
         if d.max_seq_len < 2:
             raise ValueError(f"data.max_seq_len={d.max_seq_len}: a row needs at least 2 tokens")
-        if m.position_embedding == "absolute" and d.max_seq_len > m.max_position_embeddings:
-            raise ValueError(f"data.max_seq_len={d.max_seq_len} exceeds model."
-                             f"max_position_embeddings={m.max_position_embeddings}; raise the "
-                             "latter or shorten the former")
+        check_positions(m, d.max_seq_len, "data.max_seq_len")
         if set(config.losses) != {"clm"}:
             raise ValueError(f"losses={dict(config.losses)}: a language model trains on "
                              "{'clm': 1.0} (add your own loss under another recipe)")

@@ -22,7 +22,7 @@ from nlp_jax import losses, parallel
 from nlp_jax.data import build_pretraining_data, corpora
 from nlp_jax.data.pretraining import MASKING, MIN_SEQ_LEN, SENTENCE_TASKS, check_choice
 from nlp_jax.models.electra import ElectraConfig, generator_config
-from nlp_jax.train.pretrained import bert_config, pretraining_model
+from nlp_jax.train.pretrained import bert_config, check_positions, pretraining_model
 from nlp_jax.train.recipes import Evaluation, Recipe, Stream, register
 
 log = logging.getLogger("nlp_jax")
@@ -88,11 +88,7 @@ class Pretrain(Recipe):
         if d.get("masking") == "span" and not (0 < span_p <= 1 and span_max >= 1):
             raise ValueError(f"data.span_length_p={span_p} must be in (0, 1] and "
                              f"data.max_span_length={span_max} >= 1")
-        # A rotary model has no position table, so nothing bounds its length.
-        if m.position_embedding == "absolute" and d.max_seq_len > m.max_position_embeddings:
-            raise ValueError(f"data.max_seq_len={d.max_seq_len} exceeds model."
-                             f"max_position_embeddings={m.max_position_embeddings}; raise the "
-                             "latter or shorten the former")
+        check_positions(m, d.max_seq_len, "data.max_seq_len")
         if config.get("init_from"):
             raise ValueError("init_from is a fine-tuning key; pretraining resumes from its own "
                              "--workdir")

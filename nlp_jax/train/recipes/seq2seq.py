@@ -16,9 +16,7 @@ WORKDIR/encoder.json and seq2seq.json record what `--mode generate` needs to reb
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
 
 import jax
 import numpy as np
@@ -32,9 +30,8 @@ from nlp_jax.models.decoder import Seq2Seq, warm_start_decoder
 from nlp_jax.train import pretrained
 from nlp_jax.train.checkpoint import overlay
 from nlp_jax.train.recipes import Evaluation, Recipe, Stream, register
-from nlp_jax.train.recipes.finetune import _check_shapes, _copy_tokenizer
+from nlp_jax.train.recipes.finetune import _check_shapes, write_model_files
 from nlp_jax.train.recipes.lm import pooled
-from nlp_jax.train.writer import write_json
 
 log = logging.getLogger("nlp_jax")
 
@@ -132,10 +129,8 @@ class Seq2SeqRecipe(Recipe):
                 if d.tokenizer_path else {}
             self.model_config = pretrained.bert_config(config.model, self.tokenizer.vocab_size)
         cfg = self.model_config
-        longest = max(d.max_source_len, d.max_target_len)
-        if cfg.position_embedding == "absolute" and longest > cfg.max_position_embeddings:
-            raise ValueError(f"data.max_source_len / max_target_len ({longest}) exceed the "
-                             f"model's {cfg.max_position_embeddings} positions; shorten them")
+        pretrained.check_positions(cfg, d.max_source_len, "data.max_source_len")
+        pretrained.check_positions(cfg, d.max_target_len, "data.max_target_len")
         self.num_layers = cfg.num_layers
         self.info = {"task": config.task.name, "metrics": list(config.task.metrics),
                      "chinese": data.target_is_chinese(self.splits["train"]),
@@ -172,20 +167,15 @@ class Seq2SeqRecipe(Recipe):
             return params
         _check_shapes(self.encoder.params, jax.eval_shape(lambda: params["bert"]),
                       self.config.init_from)
-        shardings = jax.tree.map(lambda x: x.sharding, params)
-        encoder = jax.tree.map(np.asarray, self.encoder.params)
         # A checkpoint may lack what the model has (a pooler): those keep their fresh values.
-        fresh = jax.device_get(params)
-        return jax.device_put(warm_start_decoder(fresh, overlay(fresh["bert"], encoder)),
-                              shardings)
+        # Only the loaded leaves move to the devices; the fresh ones stay where they are.
+        encoder = overlay(params["bert"], self.encoder.params)
+        shardings = jax.tree.map(lambda x: x.sharding, params)
+        return jax.device_put(warm_start_decoder(params, encoder), shardings)
 
     def write_files(self) -> None:
-        if jax.process_index() != 0:
-            return
-        _copy_tokenizer(self.tokenizer_files, os.path.join(self.workdir, "tokenizer"))
-        write_json(os.path.join(self.workdir, "encoder.json"),
-                   dataclasses.asdict(self.model_config))
-        write_json(os.path.join(self.workdir, "seq2seq.json"), self.info)
+        write_model_files(self.workdir, self.tokenizer_files, self.model_config,
+                          {"seq2seq.json": self.info})
 
     def evaluate(self, split, params, steps) -> Evaluation:
         evaluate = steps["seq2seq"].evaluate
