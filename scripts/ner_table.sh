@@ -8,12 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/pretrain_rope.sh   # sets PY, PRETRAIN, SPM; pretrains if missing
 COMMON=(--config.train.epochs=3 --config.train.eval_every=200 --config.train.progress_bar=False)
-for head in softmax crf; do
-  CRF=(--config.tasks.ner.crf=$([ $head = crf ] && echo True || echo False))
-  $PY run.py --config configs/finetune_ner.py --workdir runs/ner-random-$head "${COMMON[@]}" \
-      "${CRF[@]}" --config.data.tokenizer_path=$SPM --config.model.position_embedding=rotary
-  $PY run.py --config configs/finetune_ner.py --workdir runs/ner-pretrained-$head "${COMMON[@]}" \
-      "${CRF[@]}" --config.init_from=$PRETRAIN
+# pretrained rows first: they are the ones that can pass the baseline
+for init in pretrained random; do
+  for head in softmax crf; do
+    ARGS=(--config.tasks.ner.crf=$([ $head = crf ] && echo True || echo False))
+    if [ $init = pretrained ]; then ARGS+=(--config.init_from=$PRETRAIN)
+    else ARGS+=(--config.data.tokenizer_path=$SPM --config.model.position_embedding=rotary); fi
+    $PY run.py --config configs/finetune_ner.py --workdir runs/ner-$init-$head "${COMMON[@]}" "${ARGS[@]}"
+  done
 done
 for d in runs/ner-{random,pretrained}-{softmax,crf}; do
   echo "$d $(grep '"split": "test"' $d/metrics.jsonl)"
