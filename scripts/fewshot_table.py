@@ -18,36 +18,15 @@ an interrupted grid continues where it stopped. The table is printed and written
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(ROOT, "configs", "finetune_cls.py")
-
-
-def test_accuracy(workdir: str) -> float | None:
-    """The test row's accuracy in WORKDIR/metrics.jsonl, or None before the run ends."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        tests = [r for r in map(json.loads, f) if r["split"] == "test"]
-    return tests[-1]["accuracy"] if tests else None
+import tables   # scripts/tables.py
 
 
 def run(workdir: str, config_arg: str, flags: list[str]) -> float:
-    done = test_accuracy(workdir)
-    if done is not None:
-        return done
-    cmd = [sys.executable, os.path.join(ROOT, "run.py"), "--config", f"{CONFIG}:{config_arg}",
-           "--workdir", workdir, "--config.train.progress_bar=False", *flags]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    return test_accuracy(workdir)
+    return tables.test_row(tables.run(workdir, f"finetune_cls.py:{config_arg}", flags))["accuracy"]
 
 
 def cell(values: list[float]) -> str:

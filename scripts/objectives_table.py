@@ -23,12 +23,9 @@ runs and continues interrupted ones. The table is printed and written to OUT/tab
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import tables   # scripts/tables.py
 OBJECTIVES = {  # name -> (workdir name, pretraining flags)
     "MLM + NSP (BERT)": ("bert", []),
     "whole-word MLM + NSP (BERT-wwm)": ("wwm", ["--config.data.masking=whole_word"]),
@@ -47,31 +44,8 @@ FINETUNES = {  # column -> (config, flags, test metric)
 }
 
 
-def rows(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f]
-
-
-def run(workdir: str, config: str, flags: list[str], done) -> list[dict]:
-    """Runs run.py into WORKDIR unless done(its rows) already holds; returns its rows."""
-    if not done(rows(workdir)):
-        cmd = [sys.executable, os.path.join(ROOT, "run.py"), "--config",
-               os.path.join(ROOT, "configs", config), "--workdir", workdir,
-               "--config.train.progress_bar=False", *flags]
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT)
-    return rows(workdir)
-
-
 def pretrained(result: list[dict], steps: int) -> bool:
     return any(r["split"] == "eval" and r["step"] == steps for r in result)
-
-
-def tested(result: list[dict]) -> bool:
-    return any(r["split"] == "test" for r in result)
 
 
 def pct(value) -> str:
@@ -100,8 +74,8 @@ def main(argv=None):
     tokenizer = []   # every objective reads the first run's tokenizer: the same pieces throughout
     for objective, (name, flags) in OBJECTIVES.items():
         workdir = args.bert if (name == "bert" and args.bert) else os.path.join(args.out, name)
-        result = run(workdir, "pretrain.py", [*common, *tokenizer, *flags],
-                     lambda r: pretrained(r, args.steps))
+        result = tables.run(workdir, "pretrain.py", [*common, *tokenizer, *flags],
+                            lambda r: pretrained(r, args.steps))
         tokenizer = tokenizer or [f"--config.data.tokenizer_path={workdir}/tokenizer/spm.model"]
         final = [r for r in result if r["split"] == "eval"][-1]
         speed = sorted(r["tokens_per_s"] for r in result
@@ -114,10 +88,10 @@ def main(argv=None):
             task = "sentiment" if config == "finetune_cls.py" else "ner"
             tag = {"sentiment accuracy": "sentiment", "NER entity F1": "ner"}.get(column, "ner-few1000")
             cap = [f"--config.tasks.{task}.max_examples={args.max_examples}"] if args.max_examples else []
-            ft = run(os.path.join(args.out, f"{name}-{tag}"), config,
-                     [f"--config.init_from={os.path.abspath(workdir)}", *task_flags, *cap,
-                      *args.extra_finetune], tested)
-            cells.append(pct([r for r in ft if r["split"] == "test"][-1][metric]))
+            ft = tables.run(os.path.join(args.out, f"{name}-{tag}"), config,
+                            [f"--config.init_from={os.path.abspath(workdir)}", *task_flags, *cap,
+                             *args.extra_finetune])
+            cells.append(pct(tables.test_row(ft)[metric]))
         lines.append(f"| {objective} | {pct(mlm)} | {pct(sentence)} | "
                      f"{speed[len(speed) // 2]:,.0f} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)

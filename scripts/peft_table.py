@@ -28,14 +28,11 @@ OUT/methods.md and OUT/remedies.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import tables   # scripts/tables.py
 CONFIGS = {"sentiment": "finetune_cls.py", "ner": "finetune_ner.py"}
 METRIC = {"sentiment": "accuracy", "ner": "entity_f1"}
 METHODS = {  # name -> flags
@@ -63,30 +60,12 @@ REMEDIES = {
 }
 
 
-def rows(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f]
-
-
-def finished(workdir: str) -> bool:
-    return any(r["split"] == "test" for r in rows(workdir))
-
-
 def run(workdir: str, task: str, flags: list[str]) -> list[dict]:
-    if not finished(workdir):
-        cmd = [sys.executable, os.path.join(ROOT, "run.py"), "--config",
-               os.path.join(ROOT, "configs", CONFIGS[task]), "--workdir", workdir,
-               "--config.train.progress_bar=False", *flags]
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT)
-    return rows(workdir)
+    return tables.run(workdir, CONFIGS[task], flags)
 
 
 def test_metric(task: str, result: list[dict]) -> float:
-    return [r for r in result if r["split"] == "test"][-1][METRIC[task]]
+    return tables.test_row(result)[METRIC[task]]
 
 
 def directory_bytes(path: str) -> int:
