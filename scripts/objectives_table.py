@@ -26,6 +26,7 @@ import argparse
 import os
 
 import tables   # scripts/tables.py
+
 OBJECTIVES = {  # name -> (workdir name, pretraining flags)
     "MLM + NSP (BERT)": ("bert", []),
     "whole-word MLM + NSP (BERT-wwm)": ("wwm", ["--config.data.masking=whole_word"]),
@@ -33,12 +34,12 @@ OBJECTIVES = {  # name -> (workdir name, pretraining flags)
     "MLM + SOP (ALBERT's sentence task)": ("sop", ["--config.data.sentence_task=sop"]),
     "ELECTRA (generator 1/4 wide, RTD)": ("electra", ["--config.model.electra=True"]),
 }
-FINETUNES = {  # column -> (config, flags, test metric)
-    "sentiment accuracy": ("finetune_cls.py", [
+FINETUNES = {  # column -> (workdir suffix, task, flags, test metric)
+    "sentiment accuracy": ("sentiment", "sentiment", [
         "--config.train.epochs=3", "--config.train.eval_every=200"], "accuracy"),
-    "NER entity F1": ("finetune_ner.py", [
+    "NER entity F1": ("ner", "ner", [
         "--config.train.epochs=3", "--config.train.eval_every=200"], "entity_f1"),
-    "NER F1, 1,000 sentences": ("finetune_ner.py", [
+    "NER F1, 1,000 sentences": ("ner-few1000", "ner", [
         "--config.train.epochs=10", "--config.train.eval_every=100",
         "--config.tasks.ner.train_examples=1000"], "entity_f1"),
 }
@@ -84,11 +85,9 @@ def main(argv=None):
         sentence = next((final[k] for k in ("next_sentence_accuracy", "sentence_order_accuracy",
                                             "rtd_accuracy") if k in final), None)
         cells = []
-        for column, (config, task_flags, metric) in FINETUNES.items():
-            task = "sentiment" if config == "finetune_cls.py" else "ner"
-            tag = {"sentiment accuracy": "sentiment", "NER entity F1": "ner"}.get(column, "ner-few1000")
+        for tag, task, task_flags, metric in FINETUNES.values():
             cap = [f"--config.tasks.{task}.max_examples={args.max_examples}"] if args.max_examples else []
-            ft = tables.run(os.path.join(args.out, f"{name}-{tag}"), config,
+            ft = tables.run(os.path.join(args.out, f"{name}-{tag}"), tables.CONFIGS[task],
                             [f"--config.init_from={os.path.abspath(workdir)}", *task_flags, *cap,
                              *args.extra_finetune])
             cells.append(pct(tables.test_row(ft)[metric]))

@@ -33,7 +33,6 @@ import os
 import numpy as np
 
 import tables   # scripts/tables.py
-CONFIGS = {"sentiment": "finetune_cls.py", "ner": "finetune_ner.py"}
 METRIC = {"sentiment": "accuracy", "ner": "entity_f1"}
 METHODS = {  # name -> flags
     "full fine-tuning": ["--config.train.learning_rate=1e-4"],
@@ -61,7 +60,7 @@ REMEDIES = {
 
 
 def run(workdir: str, task: str, flags: list[str]) -> list[dict]:
-    return tables.run(workdir, CONFIGS[task], flags)
+    return tables.run(workdir, tables.CONFIGS[task], flags)
 
 
 def test_metric(task: str, result: list[dict]) -> float:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {"sentiment": "finetune_cls.py", "ner": "finetune_ner.py"}   # built-in task -> config
 
 
 def rows(workdir: str) -> list[dict]:
