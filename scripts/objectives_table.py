@@ -15,8 +15,8 @@ scripts/pretrain_rope.sh, whose run is the MLM + NSP row (--bert reuses it).
 
 Columns: held-out masked-LM accuracy where the objective has a masked LM (ELECTRA's is its
 generator's), the sentence task's held-out accuracy (ELECTRA: replaced-token detection), the
-pretraining's median tokens/s; then test figures after fine-tuning as scripts/transfer.sh does: sentiment
-accuracy and NER entity F1 with all training examples (3 epochs), NER entity F1 with 1,000
+pretraining's median tokens/s; then test figures after fine-tuning as scripts/transfer.sh does:
+sentiment accuracy and NER entity F1 with all training examples (3 epochs), NER entity F1 with 1,000
 training sentences (10 epochs). Every run is a `run.py` workdir under --out; a rerun skips finished
 runs and continues interrupted ones. The table is printed and written to OUT/table.md.
 """
@@ -57,8 +57,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/objectives", help="where the runs' workdirs go")
     p.add_argument("--steps", type=int, default=6000, help="pretraining steps for every objective")
-    p.add_argument("--bert", default="", help="an existing MLM + NSP pretraining with these settings "
-                   "(scripts/pretrain_rope.sh's) to use as the first row instead of running it")
+    p.add_argument("--bert", default="", help="an existing MLM + NSP pretraining with these "
+                   "settings (scripts/pretrain_rope.sh's) to use as the first row instead of "
+                   "running it")
     p.add_argument("--extra-pretrain", action="append", default=[], help="another pretraining flag")
     p.add_argument("--extra-finetune", action="append", default=[], help="another fine-tuning flag")
     p.add_argument("--max-examples", type=int, default=0,
@@ -86,7 +87,8 @@ def main(argv=None):
                                             "rtd_accuracy") if k in final), None)
         cells = []
         for tag, task, task_flags, metric in FINETUNES.values():
-            cap = [f"--config.tasks.{task}.max_examples={args.max_examples}"] if args.max_examples else []
+            cap = ([f"--config.tasks.{task}.max_examples={args.max_examples}"]
+                   if args.max_examples else [])
             ft = tables.run(os.path.join(args.out, f"{name}-{tag}"), tables.CONFIGS[task],
                             [f"--config.init_from={os.path.abspath(workdir)}", *task_flags, *cap,
                              *args.extra_finetune])
