@@ -72,15 +72,16 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
 
 def test_steps_per_execution_gives_the_losses_of_single_steps(tmp_path):
     calls = {}
-    for k in (1, 8):
-        cfg = quick_config(num_steps=8, log_every=4, eval_every=8, checkpoint_every=4,
+    for k in (1, 8):   # 11 steps, evaluated at the end: no k > 1 divides them all
+        cfg = quick_config(num_steps=11, log_every=4, eval_every=11, checkpoint_every=11,
                            steps_per_execution=k)
         train_and_evaluate(cfg, str(tmp_path / str(k)),
                            hooks=[lambda step, state, k=k: calls.setdefault(k, []).append(step)])
-    # At most 8 per call, and every call ends where a row is logged or a checkpoint saved.
-    assert calls == {1: list(range(1, 9)), 8: [4, 8]}
+    # At most 8 per call and a divisor of log_every (4), and single steps where 4 more would pass
+    # the last step: every call ends where a row is logged or a checkpoint saved.
+    assert calls == {1: list(range(1, 12)), 8: [4, 8, 9, 10, 11]}
     single, scanned = rows(tmp_path / "1"), rows(tmp_path / "8")
-    assert [r["step"] for r in scanned] == [4, 8]
+    assert [r["step"] for r in scanned] == [4, 8, 11]
     for a, b in zip(single, scanned):   # same batches, dropout keys and updates
         for name in ("loss", "mlm_loss", "nsp_loss", "grad_norm", "learning_rate"):
             assert b[name] == pytest.approx(a[name], rel=1e-5), (a["step"], name)

@@ -21,7 +21,6 @@ exactly the losses of an uninterrupted run. Faults:
 from __future__ import annotations
 
 import collections
-import dataclasses
 import fcntl
 import json
 import logging
@@ -138,9 +137,9 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
         best_score = data.get("best_score")
         stale = data.get("evals_without_improvement", 0)
         log.info("resumed from step %d", start)
-    k = _steps_per_call(t, start)
-    if k > 1:
-        steps = {n: dataclasses.replace(s, train=s.jit_train(k)) for n, s in steps.items()}
+    k = _steps_per_call(t)
+    # Each stream's jitted call by its number of steps: k, and 1 up to a step k does not reach.
+    calls = {n: {1: s.train, **({k: s.jit_train(k)} if k > 1 else {})} for n, s in steps.items()}
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     n_trainable = sum(x.size for x, train in zip(jax.tree.leaves(state["params"]),
                                                  jax.tree.leaves(trains)) if train)
@@ -172,7 +171,8 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
     window = _Throughput()
     last_saved, last_eval = start if restored else None, None
     iterators = {n: s.batches.get_state() for n, s in recipe.streams.items()}
-    call, logged = 0, start > 0   # a resumed run logged the sizes in its first row already
+    logged = start > 0   # a resumed run logged the sizes in its first row already
+    call, compiled = 0, set()
 
     def save(step):
         nonlocal last_saved
@@ -207,18 +207,20 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
         end = start if patience and stale >= patience else t.num_steps
         if t.num_steps == 0 and best_ckpt is None:   # train.epochs=0 (zero-shot): the starting
             evaluate(0)                              # weights' dev rows, kept in best/
-        for step, name, batch, iterators in _prefetch(recipe, start, end, k, mesh):
-            state, metrics = steps[name].train(state, batch)
-            finite.add(step, k, metrics)
-            window.add(recipe.streams[name].per_row, t.batch_size * k)
+        for step, n, name, batch, iterators in _prefetch(recipe, start, end,
+                                                          _call_size(t, k), mesh):
+            state, metrics = calls[name][n](state, batch)
+            finite.add(step, n, metrics)
+            window.add(recipe.streams[name].per_row, t.batch_size * n)
             call += 1
-            if call == 1:  # keep compilation out of the throughput figures
+            if (name, n) not in compiled:  # keep compilation out of the throughput figures
+                compiled.add((name, n))
                 jax.block_until_ready(metrics)
                 window.reset()
             if step % t.log_every == 0 or step == t.num_steps:
                 finite.check()
                 metrics = jax.device_get(metrics)
-                if k > 1:   # the call's last step, as with single steps
+                if n > 1:   # the call's last step, as with single steps
                     metrics = {m: v[-1] for m, v in metrics.items()}
                 metrics.update(window.rates())
                 if not logged:   # the first train row says how much of the model trains
@@ -231,7 +233,7 @@ def _run(config, config_dict, workdir, recipe_cls, signals, hooks):
                     bar.set_postfix(loss=f"{row['loss']:.3f}")
                 window.reset()
             if bar is not None:
-                bar.update(k)
+                bar.update(n)
             if step % t.eval_every == 0 or step == t.num_steps:
                 finite.check()
                 evaluate(step)
@@ -317,29 +319,42 @@ def _resolve_intervals(t, steps_per_epoch: int):
     return t
 
 
-def _steps_per_call(t, start: int = 0) -> int:
-    """Steps per jitted call: the largest divisor of num_steps, the log/eval/checkpoint intervals
-    and the resumed step that is at most train.steps_per_execution, so that every call ends where
-    a step has to be logged, evaluated or saved. The updates do not depend on it, only the speed."""
-    g = math.gcd(t.num_steps, t.log_every, t.eval_every, t.checkpoint_every, start)
-    return max(d for d in range(1, t.steps_per_execution + 1) if g % d == 0)
+def _steps_per_call(t) -> int:
+    """Steps per jitted call: the largest divisor of train.log_every that is at most
+    train.steps_per_execution, so that calls end at every logged step. The updates do not depend
+    on it, only the speed."""
+    return max(d for d in range(1, t.steps_per_execution + 1) if t.log_every % d == 0)
+
+
+def _call_size(t, k: int) -> Callable[[int], int]:
+    """step -> how many steps the call after it runs: k, or 1 where k steps would pass a step that
+    must end a call (logged, evaluated, checkpointed or the last), as an evaluation at the end of
+    a 739-step epoch; so any num_steps and interval run at k steps per call nearly throughout."""
+    every = (t.log_every, t.eval_every, t.checkpoint_every)
+
+    def size(step: int) -> int:
+        boundary = min(t.num_steps, *(step - step % e + e for e in every))
+        return k if step + k <= boundary else 1
+    return size
 
 
 # ------------------------------------------------------------------------------------------
 # Loop parts
 
 
-def _prefetch(recipe, start: int, num_steps: int, k: int, mesh, size: int = 2):
-    """Yields (last step of the call, stream name, global batch on device, every stream's iterator
-    state after it), `size` calls ahead, so the host-to-device copy of the next batch overlaps the
-    current call. k > 1: k batches stacked on a leading axis (one stream per call)."""
+def _prefetch(recipe, start: int, num_steps: int, call_size: Callable[[int], int], mesh,
+              size: int = 2):
+    """Yields (last step of the call, its number of steps n = call_size(step before it), stream
+    name, global batch on device, every stream's iterator state after it), `size` calls ahead, so
+    the host-to-device copy of the next batch overlaps the current call. n > 1: n batches stacked
+    on a leading axis (one stream per call)."""
     iterators = {n: s.batches for n, s in recipe.streams.items()}
     queue = collections.deque()
     next_step = start
 
     def put():
         nonlocal next_step
-        name = recipe.pick(next_step + 1)
+        name, k = recipe.pick(next_step + 1), call_size(next_step)
         it = iterators[name]
         if k == 1:
             batch = parallel.global_batch(next(it), mesh)
@@ -348,7 +363,8 @@ def _prefetch(recipe, start: int, num_steps: int, k: int, mesh, size: int = 2):
             batch = parallel.global_batch({f: np.stack([b[f] for b in local]) for f in local[0]},
                                           mesh, stacked=True)
         next_step += k
-        queue.append((next_step, name, batch, {n: i.get_state() for n, i in iterators.items()}))
+        queue.append((next_step, k, name, batch,
+                      {n: i.get_state() for n, i in iterators.items()}))
 
     if start >= num_steps:
         return
