@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/pretrain_rope.sh   # sets PY, PRETRAIN, SPM; pretrains if missing
-COMMON=(--config.train.epochs=3 --config.train.eval_every=200 --config.train.progress_bar=False)
+COMMON=(--config.train.epochs=3 --config.train.eval_every=200 --config.train.progress_bar=False
+        --config.train.steps_per_execution=10)   # single steps' updates, ~1.35x faster on CPU
 # pretrained rows first: they are the ones that can pass the baseline
 for init in pretrained random; do
   for head in softmax crf; do
