@@ -17,8 +17,7 @@ Columns: held-out masked-LM accuracy where the objective has a masked LM (ELECTR
 generator's), the sentence task's held-out accuracy (ELECTRA: replaced-token detection), the
 pretraining's median tokens/s; then test figures after fine-tuning as scripts/transfer.sh does:
 sentiment accuracy and NER entity F1 with all training examples (3 epochs), NER entity F1 with 1,000
-training sentences (10 epochs), 10 steps per jitted call (single steps' updates, ~1.35x faster
-on CPU). Every run is a `run.py` workdir under --out; a rerun skips finished
+training sentences (10 epochs). Every run is a `run.py` workdir under --out; a rerun skips finished
 runs and continues interrupted ones. The table is printed and written to OUT/table.md.
 """
 from __future__ import annotations
@@ -91,8 +90,7 @@ def main(argv=None):
             cap = ([f"--config.tasks.{task}.max_examples={args.max_examples}"]
                    if args.max_examples else [])
             ft = tables.run(os.path.join(args.out, f"{name}-{tag}"), tables.CONFIGS[task],
-                            [f"--config.init_from={os.path.abspath(workdir)}",
-                             "--config.train.steps_per_execution=10", *task_flags, *cap,
+                            [f"--config.init_from={os.path.abspath(workdir)}", *task_flags, *cap,
                              *args.extra_finetune])
             cells.append(pct(tables.test_row(ft)[metric]))
         lines.append(f"| {objective} | {pct(mlm)} | {pct(sentence)} | "

@@ -21,7 +21,6 @@ vs EDA augmentation (character unit, 10%) vs all four (PGD standing for adversar
 each with training seeds 0 and 1; cells are the mean of the two and both values. NER refuses
 augmentation (its tags would no longer match the text), so its "all" is PGD and R-Drop.
 
-Every run takes 10 steps per jitted call (the updates of single steps, ~1.35x faster on CPU).
 Every run is a `run.py` workdir under --out; a rerun skips those that already have a test row,
 so an interrupted grid continues where it stopped. The tables are printed and written to
 OUT/methods.md and OUT/remedies.md.
@@ -133,7 +132,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     tasks = args.tasks.split(",")
     common = [f"--config.init_from={os.path.abspath(args.pretrain)}",
-              "--config.train.eval_every=200", "--config.train.steps_per_execution=10", *args.extra]
+              "--config.train.eval_every=200", *args.extra]
     os.makedirs(args.out, exist_ok=True)
     for table in args.tables.split(","):
         text = (methods_table(tasks, args.out, common) if table == "methods" else

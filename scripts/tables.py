@@ -31,11 +31,14 @@ def test_row(result: list[dict]) -> dict:
 
 def run(workdir: str, config: str, flags: list[str], done=tested) -> list[dict]:
     """`run.py --config configs/CONFIG --workdir WORKDIR FLAGS` unless done(its rows) holds
-    already (default: it has a test row); a rerun of an interrupted one resumes it. -> its rows."""
+    already (default: it has a test row); a rerun of an interrupted one resumes it. -> its rows.
+    Ten steps per jitted call: the updates of single steps, ~1.35x faster on CPU (a short run's
+    steps that ten would overrun go one at a time)."""
     if not done(rows(workdir)):
         cmd = [sys.executable, os.path.join(ROOT, "run.py"), "--config",
                os.path.join(ROOT, "configs", config), "--workdir", workdir,
-               "--config.train.progress_bar=False", *flags]
+               "--config.train.progress_bar=False", "--config.train.steps_per_execution=10",
+               *flags]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
     return rows(workdir)
