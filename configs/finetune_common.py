@@ -21,7 +21,8 @@ def task(name: str, source: str = "builtin", **fields) -> ml_collections.ConfigD
     t.max_examples = 0             # > 0: cap each split (quick experiments)
     t.train_examples = 0           # > 0: a random subset of the training split (learning curves)
     t.shots_per_class = 0          # > 0: few-shot (LM-BFF's protocol): k training and k other dev
-                                   # examples per class, drawn from the training split; test kept
+                                   # examples per class (NER: sentences holding >= k mentions of
+                                   # each entity type), drawn from the training split; test kept
     t.subset_seed = 0              # seed of the train_examples / shots_per_class draw (apart from
                                    # split_seed and train.seed)
     t.prompt = ""                  # classification: a PET pattern, e.g. "{text}总之很[MASK]。" ({text},

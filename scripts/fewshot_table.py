@@ -1,7 +1,9 @@
-r"""The few-shot table of docs/results.md: zero-shot, head fine-tuning and prompt fine-tuning (PET /
-LM-BFF) on the built-in sentiment task, from one pretraining workdir, at k examples per class.
+r"""The few-shot tables of docs/results.md: zero-shot, head fine-tuning and prompt fine-tuning
+(PET / LM-BFF) on the built-in sentiment task, and head fine-tuning on built-in NER, from one
+pretraining workdir, at k examples per class.
 
-    python scripts/fewshot_table.py runs/pretrain-rope-6k            # the full grid
+    python scripts/fewshot_table.py runs/pretrain-rope-6k            # the full sentiment grid
+    python scripts/fewshot_table.py runs/pretrain-rope-6k --task ner --out runs/fewshot-ner
     python scripts/fewshot_table.py runs/pretrain --shots 8 --seeds 2 --steps 4 --no-thousand \
         --extra=--config.tasks.sentiment.max_examples=200             # a quick look
 
@@ -11,6 +13,10 @@ split (shots_per_class); the run with seed s also trains with train.seed=s. The 
 best checkpoint; every run is scored on the full test split. Zero-shot (train.epochs=0) depends on
 neither seed: one run. Cells are the mean ± the sample standard deviation (ddof=1) of the test
 accuracy over the seeds, in %.
+
+NER (--task ner) has no prompt: the standard token-classification head alone, scored by entity F1
+on the full test split. Its k is per entity type: greedily drawn sentences holding at least k
+mentions of each of PER, LOC and ORG (`sources.few_shot`), and as many again for dev.
 
 A last row revisits the 1,000-review result of docs/results.md (random initialisation 76.5%
 against 72.0% from pretraining with a classification head): the same 1,000 reviews and settings
@@ -30,8 +36,14 @@ import numpy as np
 import tables   # scripts/tables.py
 
 
-def run(workdir: str, config_arg: str, flags: list[str]) -> float:
-    return tables.test_row(tables.run(workdir, f"finetune_cls.py:{config_arg}", flags))["accuracy"]
+METRIC = {"sentiment": "accuracy", "ner": "entity_f1"}
+METHODS = {"sentiment": (("head", "finetune_cls.py:sentiment"),
+                         ("prompt", "finetune_cls.py:prompt")),
+           "ner": (("head", "finetune_ner.py:ner"),)}
+
+
+def run(workdir: str, config: str, flags: list[str], metric: str = "accuracy") -> float:
+    return tables.test_row(tables.run(workdir, config, flags))[metric]
 
 
 def cell(values: list[float]) -> str:
@@ -44,6 +56,7 @@ def cell(values: list[float]) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("pretrain", help="the pretraining workdir to start from (init_from)")
+    p.add_argument("--task", default="sentiment", choices=sorted(METRIC), help="built-in task")
     p.add_argument("--out", default="runs/fewshot", help="where the runs' workdirs go")
     p.add_argument("--shots", default="8,16,32,64", help="k examples per class, comma-separated")
     p.add_argument("--seeds", type=int, default=5, help="subsets (and training seeds) per k")
@@ -64,34 +77,39 @@ def main(argv=None):
                 f"--config.train.batch_size={args.batch_size}",
                 f"--config.train.learning_rate={args.lr}", "--config.train.warmup_steps=0"]
 
-    # Zero-shot: the pretrained masked-LM head alone (the small dev set of the first k, unused).
-    zero = run(os.path.join(args.out, "zero-shot"), "prompt",
-               [*common, "--config.train.epochs=0",
-                f"--config.tasks.sentiment.shots_per_class={shots[0]}"])
+    task, metric = args.task, METRIC[args.task]
     results = {}
-    for method, config_arg in (("head", "sentiment"), ("prompt", "prompt")):
+    for method, config in METHODS[task]:
         for k in shots:
             for seed in range(args.seeds):
                 workdir = os.path.join(args.out, f"{method}-k{k}-seed{seed}")
-                results.setdefault((method, k), []).append(run(workdir, config_arg, [
+                results.setdefault((method, k), []).append(run(workdir, config, [
                     *common, *training, f"--config.train.seed={seed}",
-                    f"--config.tasks.sentiment.shots_per_class={k}",
-                    f"--config.tasks.sentiment.subset_seed={seed}"]))
-
-    lines = ["| k per class | zero-shot (prompt) | head fine-tuning | prompt fine-tuning |",
-             "| --- | --- | --- | --- |",
-             f"| 0 | {cell([zero])} | – | – |"]
-    lines += [f"| {k} | – | {cell(results[('head', k)])} | {cell(results[('prompt', k)])} |"
-              for k in shots]
+                    f"--config.tasks.{task}.shots_per_class={k}",
+                    f"--config.tasks.{task}.subset_seed={seed}"], metric))
+    if task == "ner":
+        lines = ["| k mentions per type | head fine-tuning |", "| --- | --- |"]
+        lines += [f"| {k} | {cell(results[('head', k)])} |" for k in shots]
+        args.thousand = False   # the 1,000-sentence NER row is scripts/objectives_table.py's
+    else:
+        # Zero-shot: the pretrained masked-LM head alone (the small dev set of the first k, unused).
+        zero = run(os.path.join(args.out, "zero-shot"), "finetune_cls.py:prompt",
+                   [*common, "--config.train.epochs=0",
+                    f"--config.tasks.sentiment.shots_per_class={shots[0]}"])
+        lines = ["| k per class | zero-shot (prompt) | head fine-tuning | prompt fine-tuning |",
+                 "| --- | --- | --- | --- |",
+                 f"| 0 | {cell([zero])} | – | – |"]
+        lines += [f"| {k} | – | {cell(results[('head', k)])} | {cell(results[('prompt', k)])} |"
+                  for k in shots]
     if args.thousand:   # scripts/transfer.sh's FEW settings, with both heads
-        thousand = {method: [run(os.path.join(args.out, f"{method}-1000-seed{seed}"), config_arg, [
+        thousand = {method: [run(os.path.join(args.out, f"{method}-1000-seed{seed}"), config, [
             *common, "--config.tasks.sentiment.train_examples=1000", "--config.train.epochs=10",
             "--config.train.eval_every=100", f"--config.train.seed={seed}"]) for seed in range(2)]
-            for method, config_arg in (("head", "sentiment"), ("prompt", "prompt"))}
+            for method, config in METHODS["sentiment"]}
         lines.append(f"| 1,000 reviews, full dev split | – | {cell(thousand['head'])} | "
                      f"{cell(thousand['prompt'])} |")
     table = "\n".join(lines)
-    print(f"\nTest accuracy (%) on built-in sentiment, mean ± std over {args.seeds} seeds, "
+    print(f"\nTest {metric} (%) on built-in {task}, mean ± std over {args.seeds} seeds, "
           f"from {args.pretrain}:\n\n{table}")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "table.md"), "w") as f:

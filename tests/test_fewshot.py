@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from configs import finetune_cls
-from nlp_jax.data import sources
+from configs import finetune_cls, finetune_ner
+from nlp_jax.data import bio, sources
 
 
 def few_shot(k, seed, **fields):
@@ -53,5 +53,35 @@ def test_few_shot_is_refused_where_it_cannot_hold():
         few_shot(30, 0, max_examples=50)
     ner = sources.TaskData("ner", sources.TOKEN_CLASSIFICATION, sources.NER_LABELS,
                            {"train": [{"chars": ["京"], "tags": [1]}] * 20})
-    with pytest.raises(ValueError, match="use train_examples"):
+    with pytest.raises(ValueError, match="too few ORG mentions"):
         sources.few_shot(ner, 8, 0)
+    squad = sources.TaskData("squad", sources.QUESTION_ANSWERING, (), {"train": [{}] * 20})
+    with pytest.raises(ValueError, match="use train_examples"):
+        sources.few_shot(squad, 8, 0)
+
+
+def mentions(examples):
+    counts = collections.Counter()
+    for e in examples:
+        tags = [sources.NER_LABELS[t] for t in e["tags"]]
+        counts.update(t for t, _, _ in bio.bio_entities(tags))
+    return counts
+
+
+def test_ner_shots_are_sentences_holding_k_mentions_of_each_type():
+    cfg = finetune_ner.get_config().tasks.ner
+    full = sources.load_task(cfg)
+    cfg.update(dict(shots_per_class=8, subset_seed=1))
+    task = sources.load_task(cfg)
+    train, dev = ({key(e) for e in task.splits[s]} for s in ("train", "dev"))
+    assert not train & dev and train | dev <= {key(e) for e in full.splits["train"]}
+    for split in ("train", "dev"):
+        examples = task.splits[split]
+        counts = mentions(examples)
+        assert set(counts) == {"LOC", "ORG", "PER"} and min(counts.values()) >= 8, (split, counts)
+        # Greedy: every sentence holds an entity, and far fewer are drawn than 8 per type each.
+        assert all(mentions([e]) for e in examples) and len(examples) <= 3 * 8
+    cfg.update(dict(subset_seed=2))
+    assert sources.load_task(cfg).splits["train"] != task.splits["train"]
+    cfg.update(dict(subset_seed=1))
+    assert sources.load_task(cfg).splits == task.splits

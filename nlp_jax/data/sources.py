@@ -29,6 +29,7 @@ question answering {"id", "question", "context", "answers": [{"text", "start"}]}
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import importlib
 import json
@@ -544,29 +545,60 @@ def few_shot(task: TaskData, k: int, seed: int) -> TaskData:
     split of k other training examples per class (as small as the training set: a few-shot run
     has no large dev set to pick its checkpoint or its settings on); the test split is kept.
 
+    For NER a class is an entity type, and sentences are drawn greedily (Yang and Katiyar 2020):
+    for each type, sentences holding it are taken in a random order until the subset has at least
+    k mentions of it, counting the mentions of every type each sentence brings (so frequent types
+    may get more than k); sentences without entities are never drawn.
+
     Drawn from the training split with `seed` alone (a permutation per class, in label order),
     so the subset seed is apart from the split seed and from train.seed: the same seed gives the
     same examples whatever the model or the training run. Both subsets keep the split's order."""
-    if task.kind not in (CLASSIFICATION, RELATION):
-        raise ValueError(f"task {task.name!r}: shots_per_class draws k examples per class of a "
-                         f"classification task, and {task.name} is {task.kind}; use "
-                         "train_examples for a subset of its training split")
     train = task.splits["train"]
-    labels = np.asarray([e["label"] for e in train])
     rng = np.random.default_rng(seed)
-    train_ids, dev_ids = [], []
-    for c, name in enumerate(task.label_names):
-        members = np.flatnonzero(labels == c)
-        if len(members) < 2 * k:
-            raise ValueError(f"task {task.name!r}: class {name!r} has {len(members)} training "
-                             f"examples, fewer than the 2 x {k} that shots_per_class={k} draws "
-                             "(train and dev); lower shots_per_class")
-        drawn = rng.permutation(members)
-        train_ids += drawn[:k].tolist()
-        dev_ids += drawn[k:2 * k].tolist()
+    if task.kind == TOKEN_CLASSIFICATION:
+        train_ids = _ner_shots(task, k, rng, taken=set())
+        dev_ids = _ner_shots(task, k, rng, taken=set(train_ids))
+    elif task.kind in (CLASSIFICATION, RELATION):
+        labels = np.asarray([e["label"] for e in train])
+        train_ids, dev_ids = [], []
+        for c, name in enumerate(task.label_names):
+            members = np.flatnonzero(labels == c)
+            if len(members) < 2 * k:
+                raise ValueError(f"task {task.name!r}: class {name!r} has {len(members)} training "
+                                 f"examples, fewer than the 2 x {k} that shots_per_class={k} "
+                                 "draws (train and dev); lower shots_per_class")
+            drawn = rng.permutation(members)
+            train_ids += drawn[:k].tolist()
+            dev_ids += drawn[k:2 * k].tolist()
+    else:
+        raise ValueError(f"task {task.name!r}: shots_per_class draws k examples per class of a "
+                         f"classification or NER task, and {task.name} is {task.kind}; use "
+                         "train_examples for a subset of its training split")
     return dataclasses.replace(task, splits={
         **task.splits, "train": [train[i] for i in sorted(train_ids)],
         "dev": [train[i] for i in sorted(dev_ids)]})
+
+
+def _ner_shots(task: TaskData, k: int, rng: np.random.Generator, taken: set) -> list[int]:
+    """Ids of training sentences (none in `taken`) holding >= k mentions of every entity type."""
+    names = task.label_names
+    mentions = [bio.bio_entities([names[t] for t in e["tags"]]) for e in task.splits["train"]]
+    mentions = [collections.Counter(entity_type for entity_type, _, _ in m) for m in mentions]
+    types = sorted({name[2:] for name in names if name != "O"})
+    chosen, counts = [], collections.Counter()
+    for entity_type in types:
+        holding = [i for i, m in enumerate(mentions) if m[entity_type] and i not in taken]
+        for i in rng.permutation(holding).tolist():
+            if counts[entity_type] >= k:
+                break
+            if i not in chosen:
+                chosen.append(i)
+                counts.update(mentions[i])
+        if counts[entity_type] < k:
+            raise ValueError(f"task {task.name!r}: the training split has too few {entity_type} "
+                             f"mentions for the 2 x {k} that shots_per_class={k} draws (train "
+                             "and dev); lower shots_per_class")
+    return chosen
 
 
 def load_task(cfg_task) -> TaskData:
