@@ -14,8 +14,9 @@ best checkpoint; every run is scored on the full test split. Zero-shot (train.ep
 neither seed: one run. Cells are the mean ± the sample standard deviation (ddof=1) of the test
 accuracy over the seeds, in %.
 
-NER (--task ner) has no prompt: the standard token-classification head alone, scored by entity F1
-on the full test split. Its k is per entity type: greedily drawn sentences holding at least k
+NER (--task ner) has no prompt: the standard token-classification head, from the pretraining and,
+as the control, from random weights (same architecture and tokenizer), scored by entity F1 on the
+full test split. Its k is per entity type: greedily drawn sentences holding at least k
 mentions of each of PER, LOC and ORG (`sources.few_shot`), and as many again for dev.
 
 A last row revisits the 1,000-review result of docs/results.md (random initialisation 76.5%
@@ -29,6 +30,7 @@ an interrupted grid continues where it stopped. The table is printed and written
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import numpy as np
@@ -37,13 +39,24 @@ import tables   # scripts/tables.py
 
 
 METRIC = {"sentiment": "accuracy", "ner": "entity_f1"}
-METHODS = {"sentiment": (("head", "finetune_cls.py:sentiment"),
-                         ("prompt", "finetune_cls.py:prompt")),
-           "ner": (("head", "finetune_ner.py:ner"),)}
+METHODS = {  # task -> (workdir prefix, config, from the pretraining (or random weights))
+    "sentiment": (("head", "finetune_cls.py:sentiment", True),
+                  ("prompt", "finetune_cls.py:prompt", True)),
+    "ner": (("head", "finetune_ner.py:ner", True), ("random", "finetune_ner.py:ner", False))}
 
 
 def run(workdir: str, config: str, flags: list[str], metric: str = "accuracy") -> float:
     return tables.test_row(tables.run(workdir, config, flags))[metric]
+
+
+def random_init(pretrain: str) -> list[str]:
+    """Flags for random weights in the pretraining's architecture and with its tokenizer, so that
+    only the starting weights differ from init_from."""
+    with open(os.path.join(pretrain, "config.json")) as f:
+        model = json.load(f)["model"]
+    keys = ("size", "num_layers", "hidden_size", "num_heads", "position_embedding")
+    return [f"--config.data.tokenizer_path={pretrain}/tokenizer/spm.model",
+            *(f"--config.model.{key}={model[key]}" for key in keys if model.get(key))]
 
 
 def cell(values: list[float]) -> str:
@@ -71,7 +84,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     shots = [int(k) for k in args.shots.split(",")]
     pretrain = os.path.abspath(args.pretrain)
-    common = [f"--config.init_from={pretrain}", *args.extra]
+    init = {True: [f"--config.init_from={pretrain}"], False: random_init(pretrain)}
     training = [f"--config.train.num_steps={args.steps}",
                 f"--config.train.eval_every={args.eval_every}",
                 f"--config.train.batch_size={args.batch_size}",
@@ -79,22 +92,24 @@ def main(argv=None):
 
     task, metric = args.task, METRIC[args.task]
     results = {}
-    for method, config in METHODS[task]:
+    for method, config, pretrained in METHODS[task]:
         for k in shots:
             for seed in range(args.seeds):
                 workdir = os.path.join(args.out, f"{method}-k{k}-seed{seed}")
                 results.setdefault((method, k), []).append(run(workdir, config, [
-                    *common, *training, f"--config.train.seed={seed}",
+                    *init[pretrained], *args.extra, *training, f"--config.train.seed={seed}",
                     f"--config.tasks.{task}.shots_per_class={k}",
                     f"--config.tasks.{task}.subset_seed={seed}"], metric))
     if task == "ner":
-        lines = ["| k mentions per type | head fine-tuning |", "| --- | --- |"]
-        lines += [f"| {k} | {cell(results[('head', k)])} |" for k in shots]
+        lines = ["| k mentions per type | random initialisation | from the pretraining |",
+                 "| --- | --- | --- |"]
+        lines += [f"| {k} | {cell(results[('random', k)])} | {cell(results[('head', k)])} |"
+                  for k in shots]
         args.thousand = False   # the 1,000-sentence NER row is scripts/objectives_table.py's
     else:
         # Zero-shot: the pretrained masked-LM head alone (the small dev set of the first k, unused).
         zero = run(os.path.join(args.out, "zero-shot"), "finetune_cls.py:prompt",
-                   [*common, "--config.train.epochs=0",
+                   [*init[True], *args.extra, "--config.train.epochs=0",
                     f"--config.tasks.sentiment.shots_per_class={shots[0]}"])
         lines = ["| k per class | zero-shot (prompt) | head fine-tuning | prompt fine-tuning |",
                  "| --- | --- | --- | --- |",
@@ -103,9 +118,9 @@ def main(argv=None):
                   for k in shots]
     if args.thousand:   # scripts/transfer.sh's FEW settings, with both heads
         thousand = {method: [run(os.path.join(args.out, f"{method}-1000-seed{seed}"), config, [
-            *common, "--config.tasks.sentiment.train_examples=1000", "--config.train.epochs=10",
+            *init[True], *args.extra, "--config.tasks.sentiment.train_examples=1000", "--config.train.epochs=10",
             "--config.train.eval_every=100", f"--config.train.seed={seed}"]) for seed in range(2)]
-            for method, config in METHODS["sentiment"]}
+            for method, config, _ in METHODS["sentiment"]}
         lines.append(f"| 1,000 reviews, full dev split | – | {cell(thousand['head'])} | "
                      f"{cell(thousand['prompt'])} |")
     table = "\n".join(lines)
