@@ -80,7 +80,8 @@ def main(argv=None):
     p.add_argument("--no-thousand", dest="thousand", action="store_false",
                    help="leave out the 1,000-review row")
     p.add_argument("--extra", action="append", default=[],
-                   help="another run.py flag for every run, e.g. --extra=--config.data.max_seq_len=64")
+                   help="another run.py flag for every run, e.g. "
+                   "--extra=--config.data.max_seq_len=64")
     args = p.parse_args(argv)
     shots = [int(k) for k in args.shots.split(",")]
     pretrain = os.path.abspath(args.pretrain)
@@ -118,8 +119,9 @@ def main(argv=None):
                   for k in shots]
     if args.thousand:   # scripts/transfer.sh's FEW settings, with both heads
         thousand = {method: [run(os.path.join(args.out, f"{method}-1000-seed{seed}"), config, [
-            *init[True], *args.extra, "--config.tasks.sentiment.train_examples=1000", "--config.train.epochs=10",
-            "--config.train.eval_every=100", f"--config.train.seed={seed}"]) for seed in range(2)]
+            *init[True], *args.extra, "--config.tasks.sentiment.train_examples=1000",
+            "--config.train.epochs=10", "--config.train.eval_every=100",
+            f"--config.train.seed={seed}"]) for seed in range(2)]
             for method, config, _ in METHODS["sentiment"]}
         lines.append(f"| 1,000 reviews, full dev split | – | {cell(thousand['head'])} | "
                      f"{cell(thousand['prompt'])} |")
