@@ -11,6 +11,10 @@ PY=${PYTHON:-python}
 mkdir -p runs
 PYTHON=$PY bash scripts/ner_table.sh >> runs/ner_table.log 2>&1
 $PY scripts/fewshot_table.py runs/pretrain-rope-6k --out runs/fewshot >> runs/fewshot.log 2>&1
+$PY scripts/fewshot_table.py runs/pretrain-rope-6k --lr 1e-4 --no-thousand --out runs/fewshot-lr1e-4 \
+    >> runs/fewshot-lr1e-4.log 2>&1
+$PY scripts/fewshot_table.py runs/pretrain-rope-6k --task ner --lr 1e-4 --out runs/fewshot-ner \
+    >> runs/fewshot-ner.log 2>&1
 PYTHON=$PY bash scripts/seq2seq_table.sh >> runs/seq2seq_table.log 2>&1
 # The character LM of "Language model: held-out perplexity" at 6,000 steps (10 epochs).
 $PY run.py --config configs/pretrain_lm.py --workdir runs/lm-char-6k \
