@@ -79,7 +79,7 @@ def test_ner_shots_are_sentences_holding_k_mentions_of_each_type():
         examples = task.splits[split]
         counts = mentions(examples)
         assert set(counts) == {"LOC", "ORG", "PER"} and min(counts.values()) >= 8, (split, counts)
-        # Greedy: every sentence holds an entity, and far fewer are drawn than 8 per type each.
+        # Greedy: every sentence holds an entity, and each type adds at most 8 sentences.
         assert all(mentions([e]) for e in examples) and len(examples) <= 3 * 8
     cfg.update(dict(subset_seed=2))
     assert sources.load_task(cfg).splits["train"] != task.splits["train"]

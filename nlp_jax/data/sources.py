@@ -556,8 +556,12 @@ def few_shot(task: TaskData, k: int, seed: int) -> TaskData:
     train = task.splits["train"]
     rng = np.random.default_rng(seed)
     if task.kind == TOKEN_CLASSIFICATION:
-        train_ids = _ner_shots(task, k, rng, taken=set())
-        dev_ids = _ner_shots(task, k, rng, taken=set(train_ids))
+        names = task.label_names
+        mentions = [collections.Counter(entity_type for entity_type, _, _ in
+                                        bio.bio_entities([names[t] for t in e["tags"]]))
+                    for e in train]
+        train_ids = _ner_shots(task, mentions, k, rng, taken=set())
+        dev_ids = _ner_shots(task, mentions, k, rng, taken=train_ids)
     elif task.kind in (CLASSIFICATION, RELATION):
         labels = np.asarray([e["label"] for e in train])
         train_ids, dev_ids = [], []
@@ -579,20 +583,18 @@ def few_shot(task: TaskData, k: int, seed: int) -> TaskData:
         "dev": [train[i] for i in sorted(dev_ids)]})
 
 
-def _ner_shots(task: TaskData, k: int, rng: np.random.Generator, taken: set) -> list[int]:
-    """Ids of training sentences (none in `taken`) holding >= k mentions of every entity type."""
-    names = task.label_names
-    mentions = [bio.bio_entities([names[t] for t in e["tags"]]) for e in task.splits["train"]]
-    mentions = [collections.Counter(entity_type for entity_type, _, _ in m) for m in mentions]
-    types = sorted({name[2:] for name in names if name != "O"})
-    chosen, counts = [], collections.Counter()
-    for entity_type in types:
+def _ner_shots(task: TaskData, mentions: list[collections.Counter], k: int,
+               rng: np.random.Generator, taken: set[int]) -> set[int]:
+    """Ids of training sentences (none in `taken`) holding >= k mentions of every entity type;
+    mentions[i]: sentence i's mentions per type."""
+    chosen, counts = set(), collections.Counter()
+    for entity_type in sorted({name[2:] for name in task.label_names if name != "O"}):
         holding = [i for i, m in enumerate(mentions) if m[entity_type] and i not in taken]
         for i in rng.permutation(holding).tolist():
             if counts[entity_type] >= k:
                 break
             if i not in chosen:
-                chosen.append(i)
+                chosen.add(i)
                 counts.update(mentions[i])
         if counts[entity_type] < k:
             raise ValueError(f"task {task.name!r}: the training split has too few {entity_type} "
